@@ -1,0 +1,9 @@
+//! The gRPC edge: the only module that sees protobuf types. Requests are
+//! validated and converted here, errors mapped to `Status` in one place.
+
+pub mod auth;
+pub mod convert;
+pub mod page;
+pub mod service;
+pub mod status;
+pub mod watch;

@@ -1,0 +1,301 @@
+//! A watcher's feeder: replay from the store, then follow the hub, and catch
+//! up from the store whenever the hub's ring has moved past the watcher.
+//!
+//! The feeder is a pull stream, not a task with a queue: tonic polls it only
+//! when HTTP/2 flow control has room, so a client that stops reading simply
+//! stops being polled. It then holds nothing but its cursor, writers never
+//! wait for it, and when it is polled again it resumes at its cursor (from
+//! the ring, or from the store if the ring has moved on). Because every
+//! revision is taken by cursor, in order, from one source or the other, there
+//! is no gap or duplicate at the replay-to-live hand-off.
+//!
+//! Progress messages go through the same stream, so they are ordered with
+//! the events: a `Progress { revision: R }` means every matching revision up
+//! to R has been sent.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::debug;
+
+use super::convert;
+use crate::domain::{limits, ChangeKind, Plan, Revision};
+use crate::error::{Error, Result};
+use crate::hub::{Hub, Lagged};
+use crate::pb;
+use crate::store::Store;
+
+/// Heartbeat period when the request gives none.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest heartbeat period accepted.
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Revisions read per step (from the ring or the store).
+const CHUNK: usize = 256;
+
+/// Server-wide watch settings.
+#[derive(Clone)]
+pub struct WatchLimits {
+    /// Most concurrent watch streams.
+    pub max_watchers: usize,
+    open: Arc<AtomicUsize>,
+}
+
+impl WatchLimits {
+    /// Limits allowing `max_watchers` concurrent streams.
+    pub fn new(max_watchers: usize) -> WatchLimits {
+        WatchLimits {
+            max_watchers,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Releases a watcher slot when the stream is dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A validated watch request.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    plan_id: Option<String>,
+    clause_ids: Vec<String>,
+    party_ids: Vec<String>,
+    start_revision: u64,
+    progress_interval: Duration,
+}
+
+impl WatchSpec {
+    /// Validates a request.
+    pub fn from_request(req: &pb::WatchRequest, _limits: &WatchLimits) -> Result<WatchSpec> {
+        limits::optional_id("plan_id", &req.plan_id)?;
+        for (i, id) in req.clause_ids.iter().enumerate() {
+            limits::id(&format!("clause_ids[{i}]"), id)?;
+        }
+        for (i, id) in req.party_ids.iter().enumerate() {
+            limits::id(&format!("party_ids[{i}]"), id)?;
+        }
+        if req.plan_id.is_empty() && !(req.clause_ids.is_empty() && req.party_ids.is_empty()) {
+            return Err(Error::invalid(
+                "plan_id",
+                "is required with clause_ids or party_ids",
+            ));
+        }
+        let progress_interval = match &req.progress_interval {
+            None => DEFAULT_PROGRESS_INTERVAL,
+            Some(d) => {
+                if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+                    return Err(Error::invalid(
+                        "progress_interval",
+                        "must be a positive duration",
+                    ));
+                }
+                let d = Duration::new(d.seconds as u64, d.nanos as u32);
+                if d == Duration::ZERO {
+                    DEFAULT_PROGRESS_INTERVAL
+                } else if d < MIN_PROGRESS_INTERVAL {
+                    return Err(Error::invalid("progress_interval", "must be at least 1s"));
+                } else {
+                    d
+                }
+            }
+        };
+        Ok(WatchSpec {
+            plan_id: Some(req.plan_id.clone()).filter(|s| !s.is_empty()),
+            clause_ids: req.clause_ids.clone(),
+            party_ids: req.party_ids.clone(),
+            start_revision: req.start_revision,
+            progress_interval,
+        })
+    }
+
+    fn matches(&self, rev: &Revision) -> bool {
+        if self.plan_id.as_ref().is_some_and(|p| *p != rev.plan_id) {
+            return false;
+        }
+        if !self.clause_ids.is_empty()
+            && !rev
+                .clause_id
+                .as_ref()
+                .is_some_and(|c| self.clause_ids.contains(c))
+        {
+            return false;
+        }
+        if !self.party_ids.is_empty()
+            && !(rev.kind == ChangeKind::StanceSet
+                && rev
+                    .party_id
+                    .as_ref()
+                    .is_some_and(|p| self.party_ids.contains(p)))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn progress(revision: u64, caught_up: bool) -> pb::WatchEvent {
+    pb::WatchEvent {
+        event: Some(pb::watch_event::Event::Progress(pb::Progress {
+            revision,
+            caught_up,
+        })),
+    }
+}
+
+/// Renders revisions, caching each plan's latest state for the stream's life
+/// (plans change rarely; a plan-level revision carries its own plan).
+struct Renderer {
+    store: Store,
+    plans: std::collections::HashMap<String, Plan>,
+}
+
+impl Renderer {
+    /// Keeps the cached plan current: every plan-level revision passes here,
+    /// matching the filter or not.
+    fn observe(&mut self, rev: &Revision) {
+        if let Some(plan) = &rev.plan {
+            self.plans.insert(plan.id.clone(), plan.clone());
+        }
+    }
+
+    fn render(&mut self, rev: &Revision) -> Result<pb::WatchEvent> {
+        let plan = match self.plans.get(&rev.plan_id) {
+            Some(plan) => plan,
+            None => {
+                let plan = self.store.plan(&rev.plan_id)?.ok_or_else(|| {
+                    Error::Storage(format!(
+                        "plan {} of revision {} missing",
+                        rev.plan_id, rev.revision
+                    ))
+                })?;
+                self.plans.entry(plan.id.clone()).or_insert(plan)
+            }
+        };
+        Ok(pb::WatchEvent {
+            event: Some(pb::watch_event::Event::Revision(convert::revision_to(
+                rev, plan,
+            ))),
+        })
+    }
+}
+
+/// Revisions `from..=to`, at most [`CHUNK`], from the ring or else the store.
+fn next_chunk(hub: &Hub, store: &Store, from: u64, to: u64) -> Result<Vec<Arc<Revision>>> {
+    match hub.read_from(from, CHUNK) {
+        Ok(revs) => Ok(revs.into_iter().filter(|r| r.revision <= to).collect()),
+        Err(Lagged { .. }) => store.revisions_range(from, to, CHUNK),
+    }
+}
+
+/// Starts a watch stream. Errors (before any message) are returned directly.
+pub fn start(
+    spec: WatchSpec,
+    store: Store,
+    hub: Hub,
+    shutdown: CancellationToken,
+    limits: &WatchLimits,
+) -> Result<impl futures_core::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static> {
+    let head = hub.head();
+    if spec.start_revision > head + 1 {
+        return Err(Error::OutOfRange(format!(
+            "start_revision {} is beyond the next revision {}",
+            spec.start_revision,
+            head + 1
+        )));
+    }
+    if limits.open.fetch_add(1, Ordering::SeqCst) >= limits.max_watchers {
+        limits.open.fetch_sub(1, Ordering::SeqCst);
+        return Err(Error::ResourceExhausted(format!(
+            "this server already serves {} watch streams, its limit (--max-watchers)",
+            limits.max_watchers
+        )));
+    }
+    let slot = Slot(Arc::clone(&limits.open));
+    // Subscribe before reading the head so no publish can slip between the two.
+    let mut subscription = hub.subscribe();
+    Ok(async_stream::stream! {
+        let _slot = slot;
+        let mut renderer = Renderer { store: store.clone(), plans: Default::default() };
+        let interval = spec.progress_interval;
+        let mut cursor: u64;
+        if spec.start_revision == 0 {
+            let head = hub.head();
+            cursor = head + 1;
+            yield Ok(progress(head, true));
+        } else {
+            // Replay up to the head as it is now, then say we caught up.
+            let target = hub.head();
+            cursor = spec.start_revision;
+            while cursor <= target {
+                let chunk = match next_chunk(&hub, &store, cursor, target) {
+                    Ok(c) if !c.is_empty() => c,
+                    Ok(_) => break,
+                    Err(e) => { yield Err(Status::from(e)); return; }
+                };
+                for rev in chunk {
+                    cursor = rev.revision + 1;
+                    renderer.observe(&rev);
+                    if spec.matches(&rev) {
+                        match renderer.render(&rev) {
+                            Ok(event) => yield Ok(event),
+                            Err(e) => { yield Err(Status::from(e)); return; }
+                        }
+                    }
+                }
+            }
+            yield Ok(progress(cursor - 1, true));
+        }
+        let mut heartbeat = Instant::now() + interval;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let last = cursor - 1;
+                    debug!(last, "watch ended by shutdown");
+                    yield Err(Status::unavailable(format!(
+                        "server shutting down; last revision sent: {last}; resume with start_revision={}",
+                        last + 1
+                    )));
+                    return;
+                }
+                changed = subscription.changed() => {
+                    let Some(head) = changed else { return; };
+                    let mut sent_any = false;
+                    while cursor <= head {
+                        let chunk = match next_chunk(&hub, &store, cursor, head) {
+                            Ok(c) if !c.is_empty() => c,
+                            Ok(_) => break,
+                            Err(e) => { yield Err(Status::from(e)); return; }
+                        };
+                        for rev in chunk {
+                            cursor = rev.revision + 1;
+                            renderer.observe(&rev);
+                            if spec.matches(&rev) {
+                                match renderer.render(&rev) {
+                                    Ok(event) => { sent_any = true; yield Ok(event) }
+                                    Err(e) => { yield Err(Status::from(e)); return; }
+                                }
+                            }
+                        }
+                    }
+                    if sent_any {
+                        heartbeat = Instant::now() + interval;
+                    }
+                }
+                _ = tokio::time::sleep_until(heartbeat) => {
+                    heartbeat = Instant::now() + interval;
+                    yield Ok(progress(cursor - 1, true));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,230 @@
+//! The hub: a bounded ring of recently committed revisions that live watchers
+//! follow.
+//!
+//! # Lag policy
+//!
+//! The committer publishes each group of revisions here *after* it is
+//! committed (and, in `sync` durability, flushed), in revision order. Publishing
+//! never waits for anyone: it appends to the ring, drops the oldest entries past
+//! the capacity, and bumps the head in a `tokio::sync::watch` channel, which
+//! wakes every watcher without queueing anything per watcher.
+//!
+//! A watcher keeps only a cursor (the next revision it wants). When woken it
+//! asks the ring for everything from its cursor on. If the ring no longer holds
+//! the cursor (the watcher fell behind by more than the capacity), the hub says
+//! so with [`Lagged`], and the watcher's feeder (in the grpc layer, above both
+//! the store and the hub) catches up from the store, then comes back. So a slow
+//! watcher costs memory for its cursor only, never blocks writers or other
+//! watchers, and never skips a revision.
+//!
+//! Invariant: every revision at or below [`Hub::head`] is readable from the
+//! store, because publishing follows the commit.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::domain::Revision;
+
+/// Default number of revisions kept in memory.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// The ring no longer holds the requested revision; read it from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged {
+    /// The oldest revision the ring still holds.
+    pub oldest: u64,
+}
+
+struct Ring {
+    entries: VecDeque<Arc<Revision>>,
+}
+
+struct Inner {
+    ring: RwLock<Ring>,
+    capacity: usize,
+    head: watch::Sender<u64>,
+    watchers: AtomicUsize,
+}
+
+/// Shared handle on the hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// A registered watcher: wakes on new revisions; unregisters on drop.
+pub struct Subscription {
+    head: watch::Receiver<u64>,
+    hub: Hub,
+}
+
+impl Hub {
+    /// A hub whose head starts at `head` (the store's latest revision).
+    pub fn new(head: u64, capacity: usize) -> Hub {
+        let (tx, _) = watch::channel(head);
+        Hub {
+            inner: Arc::new(Inner {
+                ring: RwLock::new(Ring {
+                    entries: VecDeque::with_capacity(capacity.min(DEFAULT_CAPACITY)),
+                }),
+                capacity: capacity.max(1),
+                head: tx,
+                watchers: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The latest published revision.
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// Publishes committed revisions, in order. Never waits for watchers.
+    pub fn publish(&self, revisions: &[Arc<Revision>]) {
+        let Some(last) = revisions.last() else {
+            return;
+        };
+        {
+            let mut ring = self.inner.ring.write().unwrap_or_else(|e| e.into_inner());
+            for rev in revisions {
+                ring.entries.push_back(Arc::clone(rev));
+            }
+            let excess = ring.entries.len().saturating_sub(self.inner.capacity);
+            ring.entries.drain(..excess);
+        }
+        self.inner.head.send_replace(last.revision);
+    }
+
+    /// Revisions from `from` on (at most `limit`), or [`Lagged`] if the ring
+    /// no longer holds `from`. Empty if `from` is beyond the head.
+    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<Arc<Revision>>, Lagged> {
+        let ring = self.inner.ring.read().unwrap_or_else(|e| e.into_inner());
+        let Some(oldest) = ring.entries.front().map(|r| r.revision) else {
+            return if from > self.head() {
+                Ok(Vec::new())
+            } else {
+                Err(Lagged {
+                    oldest: self.head() + 1,
+                })
+            };
+        };
+        if from < oldest {
+            return Err(Lagged { oldest });
+        }
+        let skip = (from - oldest) as usize;
+        Ok(ring
+            .entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    /// Registers a watcher.
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.watchers.fetch_add(1, Ordering::SeqCst);
+        let mut head = self.inner.head.subscribe();
+        head.mark_changed();
+        Subscription {
+            head,
+            hub: self.clone(),
+        }
+    }
+
+    /// How many watchers are registered now.
+    pub fn watcher_count(&self) -> usize {
+        self.inner.watchers.load(Ordering::SeqCst)
+    }
+}
+
+impl Subscription {
+    /// Waits until the head moves past what this subscription last saw, and
+    /// returns the new head. `None` once the hub is gone.
+    pub async fn changed(&mut self) -> Option<u64> {
+        self.head.changed().await.ok()?;
+        Some(*self.head.borrow_and_update())
+    }
+
+    /// The hub this subscription follows.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.inner.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChangeKind, Timestamp};
+
+    fn rev(n: u64) -> Arc<Revision> {
+        Arc::new(Revision {
+            revision: n,
+            plan_id: "p".into(),
+            clause_id: None,
+            clause_version: 0,
+            kind: ChangeKind::PlanCreated,
+            author: String::new(),
+            reason: String::new(),
+            source_url: String::new(),
+            commit_time: Timestamp::default(),
+            request_id: String::new(),
+            party_id: None,
+            clause: None,
+            plan: None,
+            previous: None,
+        })
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_and_reports_lag() {
+        let hub = Hub::new(0, 3);
+        hub.publish(&(1..=5).map(rev).collect::<Vec<_>>());
+        assert_eq!(hub.head(), 5);
+        assert_eq!(hub.read_from(2, 10), Err(Lagged { oldest: 3 }));
+        let got: Vec<u64> = hub
+            .read_from(3, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.revision)
+            .collect();
+        assert_eq!(got, vec![3, 4, 5]);
+        assert!(hub.read_from(6, 10).unwrap().is_empty());
+        let got: Vec<u64> = hub
+            .read_from(4, 1)
+            .unwrap()
+            .iter()
+            .map(|r| r.revision)
+            .collect();
+        assert_eq!(got, vec![4]);
+    }
+
+    #[test]
+    fn empty_ring_sends_readers_to_the_store() {
+        let hub = Hub::new(10, 3);
+        assert_eq!(hub.read_from(4, 10), Err(Lagged { oldest: 11 }));
+        assert!(hub.read_from(11, 10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn subscriptions_count_and_wake() {
+        let hub = Hub::new(0, 8);
+        let mut sub = hub.subscribe();
+        assert_eq!(hub.watcher_count(), 1);
+        // A fresh subscription reports the current head at once.
+        assert_eq!(sub.changed().await, Some(0));
+        hub.publish(&[rev(1), rev(2)]);
+        assert_eq!(sub.changed().await, Some(2));
+        drop(sub);
+        assert_eq!(hub.watcher_count(), 0);
+    }
+}

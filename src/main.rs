@@ -1,0 +1,163 @@
+//! `peace-tracker`: parse flags, init tracing, run the server (or a tool command).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use peace_tracker::server::{Config, Server};
+use peace_tracker::store::{Durability, Store};
+use tracing_subscriber::EnvFilter;
+
+/// Tracks a negotiated peace plan clause by clause over gRPC.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "PEACE_TRACKER_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "PEACE_TRACKER_DATA_DIR", default_value = "peace-data")]
+    data_dir: PathBuf,
+    /// Do not seed an empty store with the 28-point plan.
+    #[arg(long)]
+    no_seed: bool,
+    /// sync: acknowledge a write after fsync; relaxed: after the write, flushed every 500 ms.
+    #[arg(long, value_enum, default_value = "sync")]
+    durability: Durability,
+    /// TOML file of hashed bearer tokens and roles; without it the server is open (loopback only).
+    #[arg(long, env = "PEACE_TRACKER_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve without --auth-file on a non-loopback address. Anyone who reaches it can write.
+    #[arg(long)]
+    insecure_allow_open: bool,
+    /// Most concurrent Watch streams; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 20_000)]
+    max_watchers: usize,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Verify the whole store (gap-free log, every clause equals the replay of its revisions).
+    Check,
+    /// Print the SHA-256 of a token read from stdin, for the auth file.
+    HashToken,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::HashToken) => {
+            let mut token = String::new();
+            if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+                eprintln!("error: give the token on standard input");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", peace_tracker::grpc::auth::hash_token(&token));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check) => check(&cli.data_dir),
+        None => serve(cli),
+    }
+}
+
+fn check(data_dir: &std::path::Path) -> ExitCode {
+    if !data_dir.exists() {
+        eprintln!("error: no store at {}", data_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let report = match Store::open(data_dir, None).and_then(|s| s.check()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("check failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{}: {} revisions, {} plans, {} clauses",
+        data_dir.display(),
+        report.revisions,
+        report.plans,
+        report.clauses
+    );
+    if report.ok() {
+        println!("ok: the log is gap-free and every record equals the replay of its revisions");
+        ExitCode::SUCCESS
+    } else {
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        println!("{} problem(s) found", report.problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn serve(cli: Cli) -> ExitCode {
+    let config = Config {
+        seed: !cli.no_seed,
+        durability: cli.durability,
+        auth_file: cli.auth_file,
+        tls: cli.tls_cert.zip(cli.tls_key),
+        insecure_allow_open: cli.insecure_allow_open,
+        max_watchers: cli.max_watchers,
+        ..Config::new(cli.data_dir)
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let server = Server::open(config).await?;
+        server.check_exposure(cli.listen)?;
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+        server.serve(listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

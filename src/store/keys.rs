@@ -1,0 +1,186 @@
+//! Key encoding: ASCII prefixes, ids separated by `\0`, integers big-endian so
+//! that sled's byte order is numeric order. Ids are slugs (`[a-z0-9-]`), so
+//! they never contain `\0` and no id is a prefix of another id's key range.
+
+/// Schema version record.
+pub const SCHEMA: &[u8] = b"meta/schema";
+/// Prefix of the revision log.
+pub const REV: &[u8] = b"rev/";
+/// Prefix of the latest state of each plan.
+pub const PLAN: &[u8] = b"plan/";
+/// Prefix of the latest state of each clause.
+pub const CLAUSE: &[u8] = b"clause/";
+/// Prefix of the per-clause version index.
+pub const VERSION: &[u8] = b"ver/";
+/// Prefix of the per-plan revision index.
+pub const PLAN_REVS: &[u8] = b"prev/";
+/// Prefix of the per-party stance timeline index.
+pub const PARTY_REVS: &[u8] = b"ptl/";
+/// Prefix of idempotency records, by request id.
+pub const REQUEST: &[u8] = b"req/";
+/// Prefix of idempotency records by revision (for pruning the window).
+pub const REQUEST_BY_REV: &[u8] = b"reqrev/";
+
+fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let len = prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut key = Vec::with_capacity(len);
+    key.extend_from_slice(prefix);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// `rev/{u64be}` → the revision record.
+pub fn rev(revision: u64) -> Vec<u8> {
+    join(REV, &[&revision.to_be_bytes()])
+}
+
+/// `plan/{plan}` → the plan's latest state.
+pub fn plan(plan_id: &str) -> Vec<u8> {
+    join(PLAN, &[plan_id.as_bytes()])
+}
+
+/// `clause/{plan}\0{clause}` → the clause's latest state.
+pub fn clause(plan_id: &str, clause_id: &str) -> Vec<u8> {
+    join(CLAUSE, &[plan_id.as_bytes(), clause_id.as_bytes()])
+}
+
+/// `clause/{plan}\0`: every clause of a plan.
+pub fn clauses_of(plan_id: &str) -> Vec<u8> {
+    join(CLAUSE, &[plan_id.as_bytes(), b""])
+}
+
+/// `ver/{plan}\0{clause}\0{u64be version}` → the revision of that version.
+pub fn version(plan_id: &str, clause_id: &str, version: u64) -> Vec<u8> {
+    join(
+        VERSION,
+        &[
+            plan_id.as_bytes(),
+            clause_id.as_bytes(),
+            &version.to_be_bytes(),
+        ],
+    )
+}
+
+/// `ver/{plan}\0{clause}\0`: every version of a clause.
+pub fn versions_of(plan_id: &str, clause_id: &str) -> Vec<u8> {
+    join(VERSION, &[plan_id.as_bytes(), clause_id.as_bytes(), b""])
+}
+
+/// `prev/{plan}\0{u64be revision}` → empty: the revisions of a plan.
+pub fn plan_rev(plan_id: &str, revision: u64) -> Vec<u8> {
+    join(PLAN_REVS, &[plan_id.as_bytes(), &revision.to_be_bytes()])
+}
+
+/// `prev/{plan}\0`: every revision of a plan.
+pub fn plan_revs_of(plan_id: &str) -> Vec<u8> {
+    join(PLAN_REVS, &[plan_id.as_bytes(), b""])
+}
+
+/// `ptl/{plan}\0{party}\0{u64be revision}` → empty: a party's stance timeline.
+pub fn party_rev(plan_id: &str, party_id: &str, revision: u64) -> Vec<u8> {
+    join(
+        PARTY_REVS,
+        &[
+            plan_id.as_bytes(),
+            party_id.as_bytes(),
+            &revision.to_be_bytes(),
+        ],
+    )
+}
+
+/// `ptl/{plan}\0{party}\0`: a party's whole stance timeline on a plan.
+pub fn party_revs_of(plan_id: &str, party_id: &str) -> Vec<u8> {
+    join(PARTY_REVS, &[plan_id.as_bytes(), party_id.as_bytes(), b""])
+}
+
+/// `req/{request id}` → the idempotency record.
+pub fn request(request_id: &str) -> Vec<u8> {
+    join(REQUEST, &[request_id.as_bytes()])
+}
+
+/// `reqrev/{u64be first revision}` → the request id (for pruning, oldest first).
+pub fn request_by_rev(revision: u64) -> Vec<u8> {
+    join(REQUEST_BY_REV, &[&revision.to_be_bytes()])
+}
+
+/// The big-endian u64 at the end of a key.
+pub fn trailing_u64(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let tail = &key[key.len().saturating_sub(8)..];
+    buf[8 - tail.len()..].copy_from_slice(tail);
+    u64::from_be_bytes(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_sort_numerically() {
+        let mut keys: Vec<Vec<u8>> = [300u64, 2, 1 << 40, 256, 1]
+            .iter()
+            .map(|r| rev(*r))
+            .collect();
+        keys.sort();
+        let back: Vec<u64> = keys.iter().map(|k| trailing_u64(k)).collect();
+        assert_eq!(back, vec![1, 2, 256, 300, 1 << 40]);
+    }
+
+    #[test]
+    fn versions_sort_numerically_within_a_clause() {
+        let mut keys: Vec<Vec<u8>> = [10u64, 9, 256, 1]
+            .iter()
+            .map(|v| version("us-28-point", "p7", *v))
+            .collect();
+        keys.sort();
+        let back: Vec<u64> = keys.iter().map(|k| trailing_u64(k)).collect();
+        assert_eq!(back, vec![1, 9, 10, 256]);
+    }
+
+    #[test]
+    fn every_prefix_is_a_prefix_of_its_keys() {
+        assert!(rev(7).starts_with(REV));
+        assert!(plan("a").starts_with(PLAN));
+        assert!(clause("a", "b").starts_with(&clauses_of("a")));
+        assert!(version("a", "b", 3).starts_with(&versions_of("a", "b")));
+        assert!(plan_rev("a", 3).starts_with(&plan_revs_of("a")));
+        assert!(party_rev("a", "b", 3).starts_with(&party_revs_of("a", "b")));
+        assert!(request("x").starts_with(REQUEST));
+        assert!(request_by_rev(3).starts_with(REQUEST_BY_REV));
+    }
+
+    #[test]
+    fn an_id_prefix_does_not_capture_a_longer_id() {
+        // "p1" must not see the clauses of "p10", nor plan "a" those of plan "ab".
+        assert!(!version("pl", "p10", 1).starts_with(&versions_of("pl", "p1")));
+        assert!(!clause("ab", "c").starts_with(&clauses_of("a")));
+        assert!(!party_rev("a", "ukraine-2", 1).starts_with(&party_revs_of("a", "ukraine")));
+    }
+
+    #[test]
+    fn prefixes_do_not_overlap() {
+        let all = [
+            REV,
+            PLAN,
+            CLAUSE,
+            VERSION,
+            PLAN_REVS,
+            PARTY_REVS,
+            REQUEST,
+            REQUEST_BY_REV,
+            SCHEMA,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate() {
+                if i != j {
+                    assert!(!a.starts_with(b), "{a:?} starts with {b:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The embedded store: one sled tree, a revision log, latest-state records and
+//! indexes, all written by one [`Committer`] in atomic batches.
+//!
+//! # Revisions against time
+//!
+//! Every committed change gets the next number of ONE global counter (1, 2, 3,
+//! … with no gaps, like etcd's). A clause also counts its own versions:
+//!
+//! ```text
+//!  revision:     1        2        3        4        5        6
+//!  change:   PLAN_CREATED  p1 v1    p2 v1    p1 v2    PARTY   p1 v3
+//!                                                     ADDED
+//!  p1 state:      -        v1       v1       v2       v2       v3
+//! ```
+//!
+//! Reading "p1 at revision 5" finds the greatest version whose revision is at
+//! or below 5 (v2, committed at 4) by binary search over the version index, and
+//! decodes the clause snapshot stored in that revision. Nothing is replayed.
+//!
+//! # Key layout (one sled tree; integers big-endian so byte order is numeric order)
+//!
+//! | key | value |
+//! |---|---|
+//! | `meta/schema` | `u32be` schema version ([`SCHEMA_VERSION`]) |
+//! | `rev/{rev}` | the revision record: metadata plus the clause (or plan) *after* the change |
+//! | `plan/{plan}` | the plan's latest state |
+//! | `clause/{plan}\0{clause}` | the clause's latest state |
+//! | `ver/{plan}\0{clause}\0{version}` | `u64be` revision that made that version |
+//! | `prev/{plan}\0{rev}` | empty: index of a plan's revisions |
+//! | `ptl/{plan}\0{party}\0{rev}` | empty: a party's stance timeline |
+//! | `req/{request_id}` | idempotency record: request fingerprint, first revision, count |
+//! | `reqrev/{rev}` | request id, to prune the idempotency window oldest first |
+//!
+//! The state *before* a change is not stored twice: reading revision R of a
+//! clause at version v also reads the revision of version v-1 (via `ver/`).
+//!
+//! # Invariants
+//!
+//! - Everything one commit writes (log entries, indexes, latest states,
+//!   idempotency records) goes in ONE `sled::Batch`, so a crash leaves either
+//!   all of it or none of it.
+//! - `clause/…` and `plan/…` always equal the snapshot in the revision named by
+//!   their `mod_revision` (checked on open; fully by [`Store::check`]).
+//! - `rev/` is gap-free from 1 to the head; commit times never decrease along it,
+//!   which is what lets [`Store::revision_at_time`] binary-search it.
+
+mod committer;
+mod integrity;
+pub mod keys;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub use committer::{Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS};
+pub use integrity::CheckReport;
+
+use crate::domain::{Clause, Plan, Revision, StateView, Timestamp};
+use crate::error::{Error, Result};
+
+/// Version of the on-disk layout described in the module doc.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How long idempotency records are kept at the least: the newer of the last
+/// [`REQUEST_WINDOW_REVISIONS`] revisions and the last [`REQUEST_WINDOW_SECS`].
+pub const REQUEST_WINDOW_REVISIONS: u64 = 100_000;
+/// See [`REQUEST_WINDOW_REVISIONS`].
+pub const REQUEST_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// What an idempotent request committed (AIP-155).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// SHA-256 of the author and the writes, to tell a retry from a reuse.
+    pub fingerprint: [u8; 32],
+    /// First revision the request committed.
+    pub first_revision: u64,
+    /// How many consecutive revisions it committed.
+    pub count: u64,
+    /// When.
+    pub commit_time: Timestamp,
+}
+
+/// Which revisions a listing wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RevisionFilter {
+    /// Only this plan's revisions.
+    pub plan_id: Option<String>,
+    /// Only this clause's revisions (needs `plan_id`).
+    pub clause_id: Option<String>,
+    /// Only this party's stance changes (needs `plan_id`).
+    pub party_id: Option<String>,
+}
+
+/// Handle on the embedded store. Cheap to clone; reads are safe from any thread.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Storage(format!("cannot encode record: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checks its schema version and that
+    /// the latest-state records agree with the revision log.
+    ///
+    /// `flush_every_ms` is sled's background flush period (`None` = only explicit
+    /// flushes); the committer flushes explicitly in `sync` durability.
+    pub fn open(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open store at {}: {e}", dir.display())))?;
+        let store = Store { db };
+        match store.db.get(keys::SCHEMA)? {
+            Some(v) => {
+                let found =
+                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                        Error::Storage("schema version record is malformed".into())
+                    })?);
+                if found != SCHEMA_VERSION {
+                    return Err(Error::Storage(format!(
+                        "store schema version {found} is not the supported {SCHEMA_VERSION}"
+                    )));
+                }
+            }
+            None => {
+                if store.db.first()?.is_some() {
+                    return Err(Error::Storage(
+                        "the data dir holds records but no schema version; is it a peace-tracker store?"
+                            .into(),
+                    ));
+                }
+                store
+                    .db
+                    .insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                store.db.flush()?;
+            }
+        }
+        integrity::check_latest(&store)?;
+        Ok(store)
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk (approximate, from sled).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest revision (0 for an empty store).
+    pub fn head(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .scan_prefix(keys::REV)
+            .keys()
+            .next_back()
+            .transpose()?
+            .map_or(0, |k| keys::trailing_u64(&k)))
+    }
+
+    /// The latest state of a plan.
+    pub fn plan(&self, plan_id: &str) -> Result<Option<Plan>> {
+        self.get(&keys::plan(plan_id))
+    }
+
+    /// The plan as it stood at `revision` (`None` if it did not exist yet).
+    pub fn plan_at(&self, plan_id: &str, revision: u64) -> Result<Option<Plan>> {
+        Ok(self
+            .plan(plan_id)?
+            .filter(|p| p.create_revision <= revision)
+            .map(|p| p.at_revision(revision)))
+    }
+
+    /// Plans ordered by id, starting after `after`, at most `limit`.
+    pub fn plans(&self, after: Option<&str>, limit: usize) -> Result<Vec<Plan>> {
+        let start = match after {
+            // The smallest key greater than plan/{after}: append a zero byte.
+            Some(id) => {
+                let mut k = keys::plan(id);
+                k.push(0);
+                k
+            }
+            None => keys::PLAN.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(keys::PLAN) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&value)?);
+        }
+        Ok(out)
+    }
+
+    /// The latest state of a clause.
+    pub fn clause(&self, plan_id: &str, clause_id: &str) -> Result<Option<Clause>> {
+        self.get(&keys::clause(plan_id, clause_id))
+    }
+
+    /// The revision that made `version` of a clause.
+    fn version_revision(
+        &self,
+        plan_id: &str,
+        clause_id: &str,
+        version: u64,
+    ) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(keys::version(plan_id, clause_id, version))?
+            .map(|v| keys::trailing_u64(&v)))
+    }
+
+    /// A clause at one version (`None` if that version does not exist).
+    pub fn clause_version(
+        &self,
+        plan_id: &str,
+        clause_id: &str,
+        version: u64,
+    ) -> Result<Option<Clause>> {
+        match self.version_revision(plan_id, clause_id, version)? {
+            Some(rev) => self.clause_in_revision(rev).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn clause_in_revision(&self, revision: u64) -> Result<Clause> {
+        let rev: Revision = self
+            .get(&keys::rev(revision))?
+            .ok_or_else(|| Error::Storage(format!("revision {revision} is indexed but missing")))?;
+        rev.clause
+            .ok_or_else(|| Error::Storage(format!("revision {revision} holds no clause")))
+    }
+
+    /// A clause as it stood at `revision` (`None` if it did not exist yet).
+    pub fn clause_at(
+        &self,
+        plan_id: &str,
+        clause_id: &str,
+        revision: u64,
+    ) -> Result<Option<Clause>> {
+        let Some(latest) = self.clause(plan_id, clause_id)? else {
+            return Ok(None);
+        };
+        self.clause_at_from_latest(latest, revision)
+    }
+
+    fn clause_at_from_latest(&self, latest: Clause, revision: u64) -> Result<Option<Clause>> {
+        if latest.mod_revision <= revision {
+            return Ok(Some(latest));
+        }
+        if latest.create_revision > revision {
+            return Ok(None);
+        }
+        // Binary search for the greatest version made at or before `revision`.
+        // Version 1 qualifies (create_revision <= revision); `latest` does not.
+        let (mut lo, mut hi) = (1u64, latest.version - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let rev = self
+                .version_revision(&latest.plan_id, &latest.id, mid)?
+                .ok_or_else(|| Error::Storage(format!("version {mid} of {} missing", latest.id)))?;
+            if rev <= revision {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        self.clause_version(&latest.plan_id, &latest.id, lo)
+    }
+
+    /// Every clause of a plan as it stood at `revision`, ordered by clause id.
+    pub fn clauses_at(&self, plan_id: &str, revision: u64) -> Result<Vec<Clause>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(keys::clauses_of(plan_id)).values() {
+            let latest: Clause = decode(&item?)?;
+            if let Some(clause) = self.clause_at_from_latest(latest, revision)? {
+                out.push(clause);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One revision, with `previous` filled in.
+    pub fn revision(&self, revision: u64) -> Result<Option<Revision>> {
+        let Some(mut rev) = self.get::<Revision>(&keys::rev(revision))? else {
+            return Ok(None);
+        };
+        if let (Some(clause_id), true) = (&rev.clause_id, rev.clause_version > 1) {
+            rev.previous = self.clause_version(&rev.plan_id, clause_id, rev.clause_version - 1)?;
+        }
+        Ok(Some(rev))
+    }
+
+    /// Consecutive revisions `from..=to` (clamped to the head), at most `limit`.
+    pub fn revisions_range(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Arc<Revision>>> {
+        let mut out = Vec::new();
+        let mut rev = from.max(1);
+        while rev <= to && out.len() < limit {
+            match self.revision(rev)? {
+                Some(r) => out.push(Arc::new(r)),
+                None => break,
+            }
+            rev += 1;
+        }
+        Ok(out)
+    }
+
+    /// Revision numbers matching `filter` within `from..=to`, oldest first, at most `limit`.
+    pub fn revision_numbers(
+        &self,
+        filter: &RevisionFilter,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let from = from.max(1);
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let in_range = |prefix: Vec<u8>| -> Result<Vec<u64>> {
+            let mut start = prefix.clone();
+            start.extend_from_slice(&from.to_be_bytes());
+            let mut end = prefix;
+            end.extend_from_slice(&to.to_be_bytes());
+            self.db
+                .range(start..=end)
+                .keys()
+                .map(|k| k.map(|k| keys::trailing_u64(&k)).map_err(Error::from))
+                .take(limit)
+                .collect()
+        };
+        match (&filter.plan_id, &filter.clause_id, &filter.party_id) {
+            (None, _, _) => in_range(keys::REV.to_vec()),
+            (Some(plan), None, None) => in_range(keys::plan_revs_of(plan)),
+            (Some(plan), Some(clause), None) => {
+                let mut out = Vec::new();
+                for value in self
+                    .db
+                    .scan_prefix(keys::versions_of(plan, clause))
+                    .values()
+                {
+                    let rev = keys::trailing_u64(&value?);
+                    if rev > to || out.len() >= limit {
+                        break;
+                    }
+                    if rev >= from {
+                        out.push(rev);
+                    }
+                }
+                Ok(out)
+            }
+            (Some(plan), clause, Some(party)) => {
+                let mut prefix = keys::party_revs_of(plan, party);
+                let mut start = prefix.clone();
+                start.extend_from_slice(&from.to_be_bytes());
+                prefix.extend_from_slice(&to.to_be_bytes());
+                let mut out = Vec::new();
+                for key in self.db.range(start..=prefix).keys() {
+                    let rev = keys::trailing_u64(&key?);
+                    if let Some(clause) = clause {
+                        let r: Option<Revision> = self.get(&keys::rev(rev))?;
+                        if r.and_then(|r| r.clause_id).as_deref() != Some(clause.as_str()) {
+                            continue;
+                        }
+                    }
+                    out.push(rev);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The last revision committed at or before `time` (0 if none was).
+    pub fn revision_at_time(&self, time: Timestamp) -> Result<u64> {
+        let head = self.head()?;
+        let commit_time = |rev: u64| -> Result<Timestamp> {
+            let r: Revision = self
+                .get(&keys::rev(rev))?
+                .ok_or_else(|| Error::Storage(format!("revision {rev} missing below the head")))?;
+            Ok(r.commit_time)
+        };
+        // Commit times never decrease along the log: find the last one <= time.
+        let (mut lo, mut hi) = (0u64, head);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if commit_time(mid)? <= time {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The idempotency record of a request id, if it is within the window.
+    pub fn request(&self, request_id: &str) -> Result<Option<RequestRecord>> {
+        self.get(&keys::request(request_id))
+    }
+
+    /// Verifies the whole store; see [`CheckReport`].
+    pub fn check(&self) -> Result<CheckReport> {
+        integrity::check_all(self)
+    }
+}
+
+/// The store's latest state is what writes are validated against.
+impl StateView for Store {
+    fn plan(&self, plan_id: &str) -> Result<Option<Plan>> {
+        Store::plan(self, plan_id)
+    }
+
+    fn clause(&self, plan_id: &str, clause_id: &str) -> Result<Option<Clause>> {
+        Store::clause(self, plan_id, clause_id)
+    }
+
+    fn clauses(&self, plan_id: &str) -> Result<Vec<Clause>> {
+        self.db
+            .scan_prefix(keys::clauses_of(plan_id))
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+}

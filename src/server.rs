@@ -174,6 +174,8 @@ impl Server {
             builder
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc.BadRequest, so clients can decode error details.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
             .build_v1()

@@ -248,7 +248,8 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         limits::id("clause_id", &req.clause_id)?;
         let not_found = || Error::NotFound(format!("clause {}/{}", req.plan_id, req.clause_id));
         let plan = self.plan_or_not_found(&req.plan_id)?;
-        let clause = if req.version != 0 {
+        // Stances are rendered for the plan's parties as of the read revision.
+        let (clause, read_at) = if req.version != 0 {
             if req.at_revision != 0 || req.at_time.is_some() {
                 return Err(Error::invalid(
                     "version",
@@ -260,28 +261,32 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
                 .store
                 .clause(&req.plan_id, &req.clause_id)?
                 .ok_or_else(not_found)?;
-            self.store
+            let clause = self
+                .store
                 .clause_version(&req.plan_id, &req.clause_id, req.version)?
                 .ok_or_else(|| {
                     Error::NotFound(format!(
                         "version {} of clause {}/{} (the latest is {})",
                         req.version, req.plan_id, req.clause_id, latest.version
                     ))
-                })?
+                })?;
+            (clause, u64::MAX)
         } else {
             let at = self.read_revision(req.at_revision, req.at_time.as_ref())?;
-            self.store
+            let clause = self
+                .store
                 .clause_at(&req.plan_id, &req.clause_id, at)?
                 .ok_or_else(|| {
                     Error::NotFound(format!(
                         "clause {}/{} at revision {at}",
                         req.plan_id, req.clause_id
                     ))
-                })?
+                })?;
+            (clause, at)
         };
         Ok(Response::new(convert::clause_to(
             &clause,
-            &plan.at_revision(clause.mod_revision),
+            &plan.at_revision(read_at),
         )))
     }
 
@@ -466,11 +471,8 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         let to = version(to_version, "to_version")?;
         let diff = analysis::diff(&from, &to, &plan);
         Ok(Response::new(pb::ClauseDiff {
-            from: Some(convert::clause_to(
-                &from,
-                &plan.at_revision(from.mod_revision),
-            )),
-            to: Some(convert::clause_to(&to, &plan.at_revision(to.mod_revision))),
+            from: Some(convert::clause_to(&from, &plan)),
+            to: Some(convert::clause_to(&to, &plan)),
             text: diff.text.into_iter().map(convert::edit_to).collect(),
             title_changed: diff.title_changed,
             stances: diff

@@ -17,7 +17,12 @@ struct Cli {
     #[arg(long, env = "PEACE_TRACKER_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Directory of the embedded store (created if missing).
-    #[arg(long, env = "PEACE_TRACKER_DATA_DIR", default_value = "peace-data")]
+    #[arg(
+        long,
+        env = "PEACE_TRACKER_DATA_DIR",
+        default_value = "peace-data",
+        global = true
+    )]
     data_dir: PathBuf,
     /// Do not seed an empty store with the 28-point plan.
     #[arg(long)]
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Some(Command::HashToken) => {
@@ -80,7 +86,7 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
         eprintln!("error: no store at {}", data_dir.display());
         return ExitCode::FAILURE;
     }
-    let report = match Store::open(data_dir, None).and_then(|s| s.check()) {
+    let report = match Store::open_unchecked(data_dir, None).and_then(|s| s.check()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("check failed: {e}");

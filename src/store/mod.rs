@@ -113,6 +113,13 @@ impl Store {
     /// `flush_every_ms` is sled's background flush period (`None` = only explicit
     /// flushes); the committer flushes explicitly in `sync` durability.
     pub fn open(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
+        let store = Store::open_unchecked(dir, flush_every_ms)?;
+        integrity::check_latest(&store)?;
+        Ok(store)
+    }
+
+    /// Opens without the consistency check, for `peace-tracker check` to report on.
+    pub fn open_unchecked(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(flush_every_ms)
@@ -145,7 +152,6 @@ impl Store {
                 store.db.flush()?;
             }
         }
-        integrity::check_latest(&store)?;
         Ok(store)
     }
 

@@ -1,6 +1,8 @@
 //! Starts a real server in-process on 127.0.0.1:0 over a temp sled store.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,437 @@
+//! Optimistic concurrency, idempotent retries, atomic batches, group commit and
+//! crash safety, against real servers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::process;
+use common::{bad_request_field, stance, TestServer, PLAN};
+use peace_tracker::pb;
+use peace_tracker::pb::clause_tracker_client::ClauseTrackerClient;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn change(c: pb::change::Change) -> pb::Change {
+    pb::Change { change: Some(c) }
+}
+
+#[tokio::test]
+async fn racing_writers_with_expected_version_lose_no_update() {
+    let server = TestServer::start().await;
+    const WRITERS: usize = 8;
+    const EACH: usize = 5;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let mut c = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            let mut aborted = 0;
+            while won.len() < EACH {
+                let current = c
+                    .get_clause(pb::GetClauseRequest {
+                        plan_id: PLAN.into(),
+                        clause_id: "p12".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let attempt = pb::SetStanceRequest {
+                    note: format!("writer {w} update {}", won.len()),
+                    expected_version: current.version,
+                    ..stance("p12", "russia", pb::Position::Amend)
+                };
+                match c.set_stance(attempt).await {
+                    Ok(rev) => {
+                        let rev = rev.into_inner();
+                        assert_eq!(rev.clause_version, current.version + 1);
+                        won.push(rev.clause_version);
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                        assert!(status.message().contains("current version is"));
+                        aborted += 1;
+                    }
+                }
+            }
+            (won, aborted)
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        let (won, _) = t.await.unwrap();
+        versions.extend(won);
+    }
+    // Exactly one winner per version: all distinct and contiguous.
+    versions.sort();
+    let first = versions[0];
+    assert_eq!(
+        versions,
+        (first..first + (WRITERS * EACH) as u64).collect::<Vec<_>>()
+    );
+    // Every update is in the history: none was lost.
+    let mut c = server.client().await;
+    let history = c
+        .list_revisions(pb::ListRevisionsRequest {
+            plan_id: PLAN.into(),
+            clause_id: "p12".into(),
+            party_id: "russia".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    let notes: std::collections::HashSet<String> = history
+        .iter()
+        .filter_map(|r| r.clause.as_ref())
+        .map(|c| c.stances[1].note.clone())
+        .collect();
+    for w in 0..WRITERS {
+        for i in 0..EACH {
+            assert!(
+                notes.contains(&format!("writer {w} update {i}")),
+                "lost writer {w} update {i}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_retried_request_id_returns_the_first_result_and_commits_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let req = pb::SetStanceRequest {
+        request_id: "desk-7-0001".into(),
+        ..stance("p19", "russia", pb::Position::Support)
+    };
+    let first = c.set_stance(req.clone()).await.unwrap().into_inner();
+    let head = server.store.head().unwrap();
+    let again = c.set_stance(req.clone()).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    assert_eq!(server.store.head().unwrap(), head);
+    // Same id, different request: refused, nothing committed.
+    let err = c
+        .set_stance(pb::SetStanceRequest {
+            position: pb::Position::Oppose as i32,
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_field(&err), "request_id");
+    assert!(err.message().contains("different request"));
+    assert_eq!(server.store.head().unwrap(), head);
+    // Concurrent retries of a new id commit once.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = server.client().await;
+        let req = pb::SetStanceRequest {
+            request_id: "burst-1".into(),
+            ..stance("p20", "russia", pb::Position::Amend)
+        };
+        tasks.push(tokio::spawn(async move {
+            c.set_stance(req).await.unwrap().into_inner().revision
+        }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        revisions.push(t.await.unwrap());
+    }
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
+    assert_eq!(server.store.head().unwrap(), head + 1);
+    // The record is durable: a restart still recognises the retry.
+    drop(c);
+    let (dir, keep) = server.stop().await;
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(c.set_stance(req).await.unwrap().into_inner(), first);
+    drop(keep);
+}
+
+#[tokio::test]
+async fn apply_is_all_or_nothing_with_consecutive_revisions() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let head = server.store.head().unwrap();
+    let create = pb::CreateClauseRequest {
+        clause_id: "p29".into(),
+        number: 29,
+        title: "Monitoring mission".into(),
+        text: "An international mission monitors the ceasefire.".into(),
+        ..Default::default()
+    };
+    let on_new = pb::SetStanceRequest {
+        plan_id: String::new(),
+        ..stance("p29", "ukraine", pb::Position::Support)
+    };
+    // Third change names an unknown clause: the whole batch is refused.
+    let bad = pb::ApplyRequest {
+        plan_id: PLAN.into(),
+        reason: "desk batch".into(),
+        changes: vec![
+            change(pb::change::Change::CreateClause(create.clone())),
+            change(pb::change::Change::SetStance(on_new.clone())),
+            change(pb::change::Change::SetStance(stance(
+                "p404",
+                "ukraine",
+                pb::Position::Support,
+            ))),
+        ],
+        ..Default::default()
+    };
+    let err = c.apply(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("changes[2]"), "{}", err.message());
+    assert_eq!(server.store.head().unwrap(), head);
+    let missing = c
+        .get_clause(pb::GetClauseRequest {
+            plan_id: PLAN.into(),
+            clause_id: "p29".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    // A stale expected_version inside the batch also rejects all of it.
+    let stale = pb::ApplyRequest {
+        plan_id: PLAN.into(),
+        changes: vec![
+            change(pb::change::Change::SetStance(stance(
+                "p1",
+                "russia",
+                pb::Position::Support,
+            ))),
+            change(pb::change::Change::SetStance(pb::SetStanceRequest {
+                expected_version: 1,
+                ..stance("p2", "russia", pb::Position::Support)
+            })),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(c.apply(stale).await.unwrap_err().code(), Code::Aborted);
+    assert_eq!(server.store.head().unwrap(), head);
+    // A good batch: later changes see earlier ones; revisions are consecutive.
+    let good = pb::ApplyRequest {
+        plan_id: PLAN.into(),
+        reason: "desk batch".into(),
+        request_id: "batch-1".into(),
+        changes: vec![
+            change(pb::change::Change::CreateClause(create)),
+            change(pb::change::Change::SetStance(on_new)),
+            change(pb::change::Change::SetClauseStatus(
+                pb::SetClauseStatusRequest {
+                    clause_id: "p29".into(),
+                    status: pb::ClauseStatus::Negotiating as i32,
+                    expected_version: 2,
+                    ..Default::default()
+                },
+            )),
+        ],
+    };
+    let revs = c.apply(good.clone()).await.unwrap().into_inner().revisions;
+    let numbers: Vec<u64> = revs.iter().map(|r| r.revision).collect();
+    assert_eq!(numbers, vec![head + 1, head + 2, head + 3]);
+    assert!(revs
+        .iter()
+        .all(|r| r.reason == "desk batch" && r.request_id == "batch-1"));
+    assert_eq!(revs[2].clause_version, 3);
+    // Retrying the batch returns the same revisions.
+    let again = c.apply(good).await.unwrap().into_inner().revisions;
+    assert_eq!(again, revs);
+    assert_eq!(server.store.head().unwrap(), head + 3);
+    // A malformed change is named by index and field.
+    let err = c
+        .apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes: vec![
+                change(pb::change::Change::SetStance(stance(
+                    "p1",
+                    "russia",
+                    pb::Position::Support,
+                ))),
+                change(pb::change::Change::SetStance(pb::SetStanceRequest {
+                    source_url: "ftp://x".into(),
+                    ..stance("p1", "russia", pb::Position::Support)
+                })),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_field(&err), "changes[1].set_stance.source_url");
+}
+
+#[tokio::test]
+async fn concurrent_writes_get_gap_free_revisions() {
+    let server = TestServer::start().await;
+    let head = server.store.head().unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..64u32 {
+        let mut c = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let clause = format!("p{}", w % 28 + 1);
+            c.set_stance(stance(&clause, "europe", pb::Position::Conditional))
+                .await
+                .unwrap()
+                .into_inner()
+                .revision
+        }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        revisions.push(t.await.unwrap());
+    }
+    revisions.sort();
+    assert_eq!(revisions, (head + 1..=head + 64).collect::<Vec<_>>());
+    assert!(server.store.check().unwrap().ok());
+}
+
+/// What a writer saw acknowledged: revision -> (clause, note).
+type Acked = Arc<Mutex<HashMap<u64, (String, String)>>>;
+
+async fn client_for(addr: std::net::SocketAddr) -> ClauseTrackerClient<Channel> {
+    ClauseTrackerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let acked: Acked = Arc::default();
+    // Kill at several different moments: right after start, mid-storm, later.
+    for (round, kill_after) in [5usize, 60, 200].into_iter().enumerate() {
+        let mut server = process::spawn(&data, &[]).await;
+        let (enough_tx, mut enough_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let addr = server.addr;
+            let acked = Arc::clone(&acked);
+            let enough_tx = enough_tx.clone();
+            writers.push(tokio::spawn(async move {
+                let mut c = client_for(addr).await;
+                for i in 0.. {
+                    let clause = format!("p{}", (w * 3 + i) % 28 + 1);
+                    let note = format!("round {round} writer {w} write {i}");
+                    let req = pb::SetStanceRequest {
+                        note: note.clone(),
+                        ..stance(&clause, "europe", pb::Position::Amend)
+                    };
+                    match c.set_stance(req).await {
+                        Ok(rev) => {
+                            let mut acked = acked.lock().await;
+                            acked.insert(rev.into_inner().revision, (clause, note));
+                            if acked.len() >= kill_after * (round + 1) {
+                                let _ = enough_tx.try_send(());
+                            }
+                        }
+                        Err(_) => return, // the server died under us
+                    }
+                }
+            }));
+        }
+        drop(enough_tx);
+        enough_rx.recv().await;
+        server.child.start_kill().unwrap(); // SIGKILL
+        server.child.wait().await.unwrap();
+        for w in writers {
+            w.await.unwrap();
+        }
+        // Restart and verify every acknowledged revision is there, unchanged.
+        let mut restarted = process::spawn(&data, &[]).await;
+        let mut c = client_for(restarted.addr).await;
+        let acked_now = acked.lock().await.clone();
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = c
+                .list_revisions(pb::ListRevisionsRequest {
+                    page_size: 1000,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.revisions);
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        let numbers: Vec<u64> = all.iter().map(|r| r.revision).collect();
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "history has a gap"
+        );
+        let by_number: HashMap<u64, &pb::Revision> = all.iter().map(|r| (r.revision, r)).collect();
+        for (rev, (clause, note)) in &acked_now {
+            let found = by_number
+                .get(rev)
+                .unwrap_or_else(|| panic!("acknowledged revision {rev} lost"));
+            assert_eq!(&found.clause_id, clause);
+            assert_eq!(&found.clause.as_ref().unwrap().stances[3].note, note);
+        }
+        restarted.child.start_kill().unwrap();
+        restarted.child.wait().await.unwrap();
+        let check = tokio::process::Command::new(process::BIN)
+            .args(["check", "--data-dir"])
+            .arg(&data)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "check failed: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
+    let server = TestServer::start().await;
+    let (dir, keep) = server.stop().await;
+    // Tamper with p7's latest-state record so it no longer matches its revision.
+    {
+        let db = sled::open(&dir).unwrap();
+        let key = peace_tracker::store::keys::clause(PLAN, "p7");
+        let mut clause: peace_tracker::domain::Clause =
+            postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
+        clause.text = "tampered".into();
+        db.insert(&key, postcard::to_stdvec(&clause).unwrap())
+            .unwrap();
+        // And punch a hole in the log.
+        db.remove(peace_tracker::store::keys::rev(3)).unwrap();
+        db.flush().unwrap();
+    }
+    let err = peace_tracker::server::Server::open(common::reopen_config(&dir))
+        .await
+        .err()
+        .expect("startup must refuse an inconsistent store");
+    assert!(err.contains("inconsistent") && err.contains("p7"), "{err}");
+    let check = tokio::process::Command::new(process::BIN)
+        .args(["check", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(!check.status.success());
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("log gap: expected revision 3"), "{report}");
+    assert!(
+        report.contains("us-28-point/p7: latest state differs"),
+        "{report}"
+    );
+    drop(keep);
+}

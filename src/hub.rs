@@ -21,7 +21,6 @@
 //! store, because publishing follows the commit.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -46,7 +45,8 @@ struct Inner {
     ring: RwLock<Ring>,
     capacity: usize,
     head: watch::Sender<u64>,
-    watchers: AtomicUsize,
+    /// Registered watchers; a watch channel so tests and operators can await a count.
+    watchers: watch::Sender<usize>,
 }
 
 /// Shared handle on the hub. Cheap to clone.
@@ -72,7 +72,7 @@ impl Hub {
                 }),
                 capacity: capacity.max(1),
                 head: tx,
-                watchers: AtomicUsize::new(0),
+                watchers: watch::channel(0).0,
             }),
         }
     }
@@ -126,7 +126,7 @@ impl Hub {
 
     /// Registers a watcher.
     pub fn subscribe(&self) -> Subscription {
-        self.inner.watchers.fetch_add(1, Ordering::SeqCst);
+        self.inner.watchers.send_modify(|n| *n += 1);
         let mut head = self.inner.head.subscribe();
         head.mark_changed();
         Subscription {
@@ -137,7 +137,14 @@ impl Hub {
 
     /// How many watchers are registered now.
     pub fn watcher_count(&self) -> usize {
-        self.inner.watchers.load(Ordering::SeqCst)
+        *self.inner.watchers.borrow()
+    }
+
+    /// Waits until exactly `count` watchers are registered.
+    pub async fn wait_for_watchers(&self, count: usize) {
+        let mut rx = self.inner.watchers.subscribe();
+        // The sender lives as long as the hub, which `self` keeps alive.
+        let _ = rx.wait_for(|n| *n == count).await;
     }
 }
 
@@ -157,7 +164,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.inner.watchers.fetch_sub(1, Ordering::SeqCst);
+        self.hub.inner.watchers.send_modify(|n| *n -= 1);
     }
 }
 

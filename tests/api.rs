@@ -871,3 +871,66 @@ async fn summary_diff_and_lineage() {
     assert_eq!(change_of("p1"), pb::LineageChange::LineageUnchanged as i32);
     assert_eq!(change_of("p14"), pb::LineageChange::LineageDropped as i32);
 }
+
+#[tokio::test]
+async fn seeded_e3_counter_proposal_compares_against_the_us_plan() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e3 = c
+        .get_plan(pb::GetPlanRequest {
+            plan_id: "e3-counter-proposal".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e3.derived_from_plan_id, PLAN);
+    assert_eq!(e3.parties.len(), 4);
+    let rows = c
+        .compare_plans(pb::ComparePlansRequest {
+            base_plan_id: PLAN.into(),
+            plan_id: "e3-counter-proposal".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(rows.len(), 28);
+    let changed = |kind: pb::LineageChange| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.change == kind as i32)
+            .map(|r| r.base_clause_id.clone())
+            .collect()
+    };
+    assert_eq!(changed(pb::LineageChange::LineageDropped), vec!["p3"]);
+    assert_eq!(
+        changed(pb::LineageChange::LineageAmended),
+        vec!["p2", "p4", "p5", "p6", "p7", "p8", "p10", "p14", "p21"]
+    );
+    assert_eq!(changed(pb::LineageChange::LineageUnchanged).len(), 18);
+    // What changed in point 6 between the drafts, in words.
+    let e3_p6 = c
+        .get_clause(pb::GetClauseRequest {
+            plan_id: "e3-counter-proposal".into(),
+            clause_id: "p6".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(e3_p6.text.contains("800,000"));
+    assert_eq!(e3_p6.derived_from.unwrap().clause_id, "p6");
+    // Europe supports its own edits; Russia's rejection is recorded with its source.
+    let europe = e3_p6
+        .stances
+        .iter()
+        .find(|s| s.party_id == "europe")
+        .unwrap();
+    assert_eq!(europe.position, pb::Position::Support as i32);
+    let russia = e3_p6
+        .stances
+        .iter()
+        .find(|s| s.party_id == "russia")
+        .unwrap();
+    assert_eq!(russia.position, pb::Position::Oppose as i32);
+    assert!(russia.source_url.contains("kyivindependent"));
+}

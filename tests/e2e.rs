@@ -32,7 +32,8 @@ async fn grpcurl_lists_describes_reads_writes_and_reports_errors() {
     let addr = server.addr.to_string();
     let version = grpcurl(&["-version"]).await;
     assert!(
-        String::from_utf8_lossy(&version.stderr).contains("1.8.6") || stdout(&version).contains("1.8.6"),
+        String::from_utf8_lossy(&version.stderr).contains("1.8.6")
+            || stdout(&version).contains("1.8.6"),
         "expected grpcurl 1.8.6"
     );
 
@@ -43,7 +44,8 @@ async fn grpcurl_lists_describes_reads_writes_and_reports_errors() {
     }
     let describe = grpcurl(&["-plaintext", &addr, "describe", "peace.v1.ClauseTracker"]).await;
     assert!(describe.status.success());
-    assert!(stdout(&describe).contains("rpc Watch ( .peace.v1.WatchRequest ) returns ( stream .peace.v1.WatchEvent )"));
+    assert!(stdout(&describe)
+        .contains("rpc Watch ( .peace.v1.WatchRequest ) returns ( stream .peace.v1.WatchEvent )"));
     let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await;
     assert!(stdout(&health).contains("SERVING"), "{}", stdout(&health));
 
@@ -71,7 +73,11 @@ async fn grpcurl_lists_describes_reads_writes_and_reports_errors() {
         "peace.v1.ClauseTracker/SetStance",
     ])
     .await;
-    assert!(write.status.success(), "{}", String::from_utf8_lossy(&write.stderr));
+    assert!(
+        write.status.success(),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
     let rev: serde_json::Value = serde_json::from_slice(&write.stdout).unwrap();
     assert_eq!(rev["author"], "e2e-desk");
     assert_eq!(rev["kind"], "CHANGE_KIND_STANCE_SET");
@@ -96,7 +102,10 @@ async fn grpcurl_lists_describes_reads_writes_and_reports_errors() {
     .await;
     assert_eq!(invalid.status.code(), Some(67));
     let err = String::from_utf8_lossy(&invalid.stderr);
-    assert!(err.contains("google.rpc.BadRequest") && err.contains("source_url"), "{err}");
+    assert!(
+        err.contains("google.rpc.BadRequest") && err.contains("source_url"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

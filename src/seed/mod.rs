@@ -16,7 +16,13 @@ use crate::store::CommitterHandle;
 pub const AUTHOR: &str = "seed";
 
 /// The seed files, in load order.
-const PLANS: &[(&str, &str)] = &[("us-28-point.toml", include_str!("us-28-point.toml"))];
+const PLANS: &[(&str, &str)] = &[
+    ("us-28-point.toml", include_str!("us-28-point.toml")),
+    (
+        "e3-counter-proposal.toml",
+        include_str!("e3-counter-proposal.toml"),
+    ),
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,9 +31,28 @@ struct SeedFile {
     #[serde(default)]
     clauses: Vec<SeedClause>,
     #[serde(default)]
-    us_default: Option<SeedDefault>,
+    statuses: Vec<SeedStatus>,
+    #[serde(default)]
+    amendments: Vec<SeedAmendment>,
+    #[serde(default)]
+    drafter: Option<SeedDrafter>,
     #[serde(default)]
     stances: Vec<SeedStance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedStatus {
+    clause: String,
+    status: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedAmendment {
+    clause: String,
+    text: String,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +88,12 @@ struct SeedClause {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SeedDefault {
+struct SeedDrafter {
+    /// The drafting party, which supports its own text.
+    party: String,
+    /// The clauses it drafted (default: every clause of the file).
+    #[serde(default)]
+    clauses: Vec<String>,
     note: String,
     source_url: String,
     stated_at: Option<String>,
@@ -135,6 +165,7 @@ fn writes_of(name: &str, text: &str) -> Result<Vec<Write>> {
     let file: SeedFile =
         toml::from_str(text).map_err(|e| Error::Storage(format!("seed {name}: {e}")))?;
     let plan_id = file.plan.plan_id.clone();
+    let plan_source_url = file.plan.source_url.clone();
     let mut writes = vec![checked(pb::CreatePlanRequest {
         plan_id: plan_id.clone(),
         title: file.plan.title,
@@ -187,15 +218,50 @@ fn writes_of(name: &str, text: &str) -> Result<Vec<Write>> {
             request_id: String::new(),
         })
     };
-    if let Some(us) = &file.us_default {
-        for clause in &file.clauses {
+    for s in &file.statuses {
+        let status = match s.status.as_str() {
+            "negotiating" => pb::ClauseStatus::Negotiating,
+            "bracketed" => pb::ClauseStatus::Bracketed,
+            "agreed" => pb::ClauseStatus::Agreed,
+            "dropped" => pb::ClauseStatus::Dropped,
+            other => return Err(Error::Storage(format!("seed status {other:?} is unknown"))),
+        };
+        writes.push(checked(pb::SetClauseStatusRequest {
+            plan_id: plan_id.clone(),
+            clause_id: s.clause.clone(),
+            status: status as i32,
+            reason: s.reason.clone(),
+            source_url: plan_source_url.clone(),
+            ..Default::default()
+        })?);
+    }
+    for a in &file.amendments {
+        writes.push(checked(pb::AmendClauseRequest {
+            plan_id: plan_id.clone(),
+            clause_id: a.clause.clone(),
+            text: a.text.clone(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["text".into()],
+            }),
+            reason: "Seed: point as edited in this draft".into(),
+            source_url: plan_source_url.clone(),
+            ..Default::default()
+        })?);
+    }
+    if let Some(drafter) = &file.drafter {
+        let clauses: Vec<String> = if drafter.clauses.is_empty() {
+            file.clauses.iter().map(|c| c.id.clone()).collect()
+        } else {
+            drafter.clauses.clone()
+        };
+        for clause in &clauses {
             writes.push(stance(
-                &clause.id,
-                "united-states",
+                clause,
+                &drafter.party,
                 pb::Position::Support,
-                &us.note,
-                &us.source_url,
-                &us.stated_at,
+                &drafter.note,
+                &drafter.source_url,
+                &drafter.stated_at,
             )?);
         }
     }

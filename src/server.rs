@@ -163,7 +163,7 @@ impl Server {
             cancel.clone(),
         );
         let service = pb::clause_tracker_server::ClauseTrackerServer::new(tracker)
-            .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+            .max_decoding_message_size(limits::MAX_DECODED_BYTES)
             .max_encoding_message_size(64 * 1024 * 1024);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -188,6 +188,8 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_concurrent_streams(Some(1024))
+            // Unary handlers get 30 s; a stream's timeout ends when its headers are sent.
+            .timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
         if let Some(tls) = self.tls.clone() {
             builder = builder

@@ -29,6 +29,8 @@ pub const MAX_PARTIES: usize = 64;
 pub const MAX_BATCH: usize = 1_000;
 /// Largest request, in bytes (enforced by the transport).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest message the transport decodes at all (answers OUT_OF_RANGE past it).
+pub const MAX_DECODED_BYTES: usize = 4 * MAX_REQUEST_BYTES;
 
 /// Checks a slug id: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn id(field: &str, value: &str) -> Result<()> {

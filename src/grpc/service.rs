@@ -89,9 +89,10 @@ impl Tracker {
         what: &'static str,
     ) -> Result<pb::Revision, Status>
     where
+        T: prost::Message,
         WriteRequest: TryFrom<T, Error = Error>,
     {
-        let access = self.auth.access_for_write(request.metadata())?;
+        let access = self.write_guard(&request)?;
         let req = WriteRequest::try_from(request.into_inner())?;
         access.may_write(&req.write.command)?;
         let revs = self
@@ -113,9 +114,31 @@ impl Tracker {
         Ok(convert::revision_to(rev, &plan))
     }
 
-    fn access(&self, request_metadata: &tonic::metadata::MetadataMap) -> Result<Access> {
-        self.auth.access_for_read(request_metadata)
+    /// Size limit and authentication for a read (or Watch).
+    fn read_guard<T: prost::Message>(&self, request: &Request<T>) -> Result<Access> {
+        within_size_limit(request)?;
+        self.auth.access_for_read(request.metadata())
     }
+
+    /// Size limit and authentication for a write.
+    fn write_guard<T: prost::Message>(&self, request: &Request<T>) -> Result<Access> {
+        within_size_limit(request)?;
+        self.auth.access_for_write(request.metadata())
+    }
+}
+
+/// Requests over [`limits::MAX_REQUEST_BYTES`] are refused before anything else.
+/// (The transport's own decode cap is higher and answers OUT_OF_RANGE; this
+/// gives the documented RESOURCE_EXHAUSTED.)
+fn within_size_limit<T: prost::Message>(request: &Request<T>) -> Result<()> {
+    let size = request.get_ref().encoded_len();
+    if size > limits::MAX_REQUEST_BYTES {
+        return Err(Error::ResourceExhausted(format!(
+            "request is {size} bytes; the limit is {} bytes",
+            limits::MAX_REQUEST_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// The filters of a ListClauses request, validated.
@@ -191,7 +214,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::GetPlanRequest>,
     ) -> Result<Response<pb::Plan>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::id("plan_id", &req.plan_id)?;
         Ok(Response::new(convert::plan_to(
@@ -204,7 +227,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         let size = page::page_size(req.page_size)?;
         let after: Option<String> = page::decode(&req.page_token, 0)?;
@@ -242,7 +265,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::GetClauseRequest>,
     ) -> Result<Response<pb::Clause>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::id("plan_id", &req.plan_id)?;
         limits::id("clause_id", &req.clause_id)?;
@@ -295,7 +318,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::ListClausesRequest>,
     ) -> Result<Response<pb::ListClausesResponse>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         let filter = ClauseFilter::from_request(&req)?;
         let size = page::page_size(req.page_size)?;
@@ -374,7 +397,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::ListRevisionsRequest>,
     ) -> Result<Response<pb::ListRevisionsResponse>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::optional_id("plan_id", &req.plan_id)?;
         limits::optional_id("clause_id", &req.clause_id)?;
@@ -432,7 +455,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::DiffClauseRequest>,
     ) -> Result<Response<pb::ClauseDiff>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::id("plan_id", &req.plan_id)?;
         limits::id("clause_id", &req.clause_id)?;
@@ -493,7 +516,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::GetSummaryRequest>,
     ) -> Result<Response<pb::PlanSummary>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::id("plan_id", &req.plan_id)?;
         self.plan_or_not_found(&req.plan_id)?;
@@ -509,7 +532,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::ComparePlansRequest>,
     ) -> Result<Response<pb::ComparePlansResponse>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         limits::id("base_plan_id", &req.base_plan_id)?;
         limits::id("plan_id", &req.plan_id)?;
@@ -529,7 +552,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let access = self.auth.access_for_write(request.metadata())?;
+        let access = self.write_guard(&request)?;
         let (writes, request_id) = convert::apply_from(request.into_inner())?;
         access.may_apply(&writes)?;
         let revs = self
@@ -550,7 +573,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.access(request.metadata())?;
+        self.read_guard(&request)?;
         let req = request.into_inner();
         let spec = watch::WatchSpec::from_request(&req, &self.watch_limits)?;
         let stream = watch::start(

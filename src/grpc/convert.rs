@@ -790,4 +790,70 @@ mod tests {
         assert_eq!(writes[0].command.plan_id(), "us-28-point");
         assert_eq!(writes[0].reason, "batch");
     }
+
+    mod arbitrary {
+        //! Arbitrary requests never panic validation and conversion.
+        use proptest::prelude::*;
+        use prost::Message;
+
+        use super::super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9-]{0,70}",
+                ".{0,40}",
+                Just("javascript:alert(1)".to_string()),
+                Just("https://example.org/x".to_string()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn set_stance_never_panics(
+                plan_id in text(), clause_id in text(), party_id in text(),
+                position in any::<i32>(), note in text(), url in text(),
+                seconds in any::<i64>(), nanos in any::<i32>(), expected in any::<u64>(),
+            ) {
+                let req = pb::SetStanceRequest {
+                    plan_id, clause_id, party_id, position, note,
+                    source_url: url,
+                    stated_at: Some(prost_types::Timestamp { seconds, nanos }),
+                    expected_version: expected,
+                    ..Default::default()
+                };
+                let _ = WriteRequest::try_from(req);
+            }
+
+            #[test]
+            fn amend_never_panics(paths in proptest::collection::vec(text(), 0..5), number in any::<u32>(), topics in proptest::collection::vec(text(), 0..40)) {
+                let req = pb::AmendClauseRequest {
+                    plan_id: "p".into(),
+                    clause_id: "c".into(),
+                    number,
+                    topics,
+                    update_mask: Some(FieldMask { paths }),
+                    ..Default::default()
+                };
+                let _ = WriteRequest::try_from(req);
+            }
+
+            #[test]
+            fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(req) = pb::ApplyRequest::decode(bytes.as_slice()) {
+                    let _ = apply_from(req);
+                }
+                if let Ok(req) = pb::CreatePlanRequest::decode(bytes.as_slice()) {
+                    let _ = WriteRequest::try_from(req);
+                }
+                if let Ok(req) = pb::CreateClauseRequest::decode(bytes.as_slice()) {
+                    let _ = WriteRequest::try_from(req);
+                }
+                if let Ok(req) = pb::SetClauseStatusRequest::decode(bytes.as_slice()) {
+                    let _ = WriteRequest::try_from(req);
+                }
+            }
+        }
+    }
 }

@@ -190,3 +190,58 @@ async fn reflection_v1_lists_every_service() {
         assert!(names.iter().any(|n| n == service), "{names:?}");
     }
 }
+
+/// Every single-line grpcurl command of the README's cookbook works verbatim
+/// against a freshly seeded server (Watch commands must print before we stop them).
+#[tokio::test]
+async fn the_readme_cookbook_works_verbatim() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = process::spawn(&dir.path().join("data"), &[]).await;
+    let port = server.addr.port().to_string();
+    let mut in_sh = false;
+    let mut ran = 0;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let line = line.trim();
+        if !in_sh
+            || !line.starts_with("grpcurl ")
+            || line.contains("$TOKEN")
+            || line.ends_with('\\')
+        {
+            continue;
+        }
+        let command = line.replace("localhost:50051", &format!("localhost:{port}"));
+        let grpcurl = grpcurl_bin();
+        let command = command.replacen("grpcurl", &grpcurl, 1);
+        ran += 1;
+        if command.contains("/Watch") {
+            let mut child = Command::new("bash")
+                .args(["-c", &format!("exec {command}")])
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let first = lines.next_line().await.unwrap();
+            assert_eq!(first.as_deref(), Some("{"), "{line}");
+            child.start_kill().unwrap();
+            continue;
+        }
+        let out = Command::new("bash")
+            .args(["-c", &command])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README command failed: {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(ran >= 40, "only {ran} cookbook commands found");
+}

@@ -3,8 +3,6 @@
 //! formed and within its limit, and the error names the field as the client
 //! spelled it (proto names, e.g. `stated_at`, `changes[2].set_stance.note`).
 
-use prost_types::FieldMask;
-
 use crate::domain::{
     analysis, limits, ChangeKind, Clause, ClauseRef, ClauseStatus, Command, Consensus, Party,
     PartySpec, Plan, Position, Revision, Stance, Timestamp, Write,
@@ -388,7 +386,7 @@ impl TryFrom<pb::AmendClauseRequest> for WriteRequest {
         limits::id("plan_id", &req.plan_id)?;
         limits::id("clause_id", &req.clause_id)?;
         meta(&req.reason, &req.source_url, &req.request_id, "source_url")?;
-        let mask = req.update_mask.clone().unwrap_or_else(FieldMask::default);
+        let mask = req.update_mask.clone().unwrap_or_default();
         if mask.paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
@@ -662,6 +660,8 @@ pub fn lineage_to(row: analysis::LineageRow) -> pb::LineageRow {
 
 #[cfg(test)]
 mod tests {
+    use prost_types::FieldMask;
+
     use super::*;
 
     fn stance_req() -> pb::SetStanceRequest {
@@ -833,7 +833,7 @@ mod tests {
                     clause_id: "c".into(),
                     number,
                     topics,
-                    update_mask: Some(FieldMask { paths }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
                     ..Default::default()
                 };
                 let _ = WriteRequest::try_from(req);

@@ -118,27 +118,20 @@ impl WatchSpec {
     }
 
     fn matches(&self, rev: &Revision) -> bool {
-        if self.plan_id.as_ref().is_some_and(|p| *p != rev.plan_id) {
-            return false;
-        }
-        if !self.clause_ids.is_empty()
-            && !rev
+        let plan_ok = self.plan_id.as_ref().is_none_or(|p| *p == rev.plan_id);
+        let clause_ok = self.clause_ids.is_empty()
+            || rev
                 .clause_id
                 .as_ref()
-                .is_some_and(|c| self.clause_ids.contains(c))
-        {
-            return false;
-        }
-        if !self.party_ids.is_empty()
-            && !(rev.kind == ChangeKind::StanceSet
+                .is_some_and(|c| self.clause_ids.contains(c));
+        // A party filter matches that party's stance changes only.
+        let party_ok = self.party_ids.is_empty()
+            || (rev.kind == ChangeKind::StanceSet
                 && rev
                     .party_id
                     .as_ref()
-                    .is_some_and(|p| self.party_ids.contains(p)))
-        {
-            return false;
-        }
-        true
+                    .is_some_and(|p| self.party_ids.contains(p)));
+        plan_ok && clause_ok && party_ok
     }
 }
 

@@ -435,3 +435,46 @@ async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
     );
     drop(keep);
 }
+
+#[tokio::test]
+async fn relaxed_durability_keeps_writes_across_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = peace_tracker::server::Config::new(dir.path().join("data"));
+    config.durability = peace_tracker::store::Durability::Relaxed;
+    let server = TestServer::start_with(config.clone()).await;
+    let mut c = server.client().await;
+    let rev = c
+        .set_stance(stance("p27", "russia", pb::Position::Conditional))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(c);
+    server.stop().await;
+    let server = TestServer::start_with(config).await;
+    assert_eq!(server.store.head().unwrap(), rev.revision);
+    assert!(server.store.check().unwrap().ok());
+}
+
+#[tokio::test]
+async fn hash_token_prints_the_sha256_of_stdin() {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(process::BIN)
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"test\n")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+}

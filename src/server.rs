@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::info;
@@ -205,13 +204,17 @@ impl Server {
             auth = if self.auth.is_open() { "open" } else { "tokens" },
             "peace-tracker serving"
         );
+        // Nagle's algorithm against delayed ACKs costs ~40 ms per small response.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         let cancel_on_shutdown = cancel.clone();
         let result = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 info!("shutting down: health NOT_SERVING, ending watch streams, draining requests");
                 health

@@ -1,0 +1,549 @@
+//! `peace-bench`: measures peace-tracker (and, built with `--features etcd`,
+//! etcd) with one harness, the way etcd's own benchmark tool measures etcd.
+//!
+//! - `write`: durable writes, N in flight (SetStance spread over clauses and
+//!   parties; etcd: put of a same-sized value under one key per clause/party);
+//! - `read`: point reads, N in flight (GetClause; etcd: serializable get);
+//! - `watch`: W watch streams over a few connections and one writer at R
+//!   writes/s; latency from write sent to received at each watcher, and a check
+//!   that every watcher got every write in order.
+//!
+//! Each run prints a table, then as its LAST line one JSON object.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use peace_tracker::pb;
+use peace_tracker::pb::clause_tracker_client::ClauseTrackerClient;
+use tonic::transport::{Channel, Endpoint};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Benchmarks for peace-tracker and etcd.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Durable writes, N in flight.
+    Write(LoadArgs),
+    /// Point reads, N in flight.
+    Read(LoadArgs),
+    /// W watchers and one writer at R writes/s.
+    Watch(WatchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    PeaceTracker,
+    Etcd,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::PeaceTracker => "peace-tracker",
+            Target::Etcd => "etcd",
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "peace-tracker")]
+    target: Target,
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// HTTP/2 connections to spread the load over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Total requests.
+    #[arg(long, default_value_t = 50_000)]
+    requests: u64,
+}
+
+#[derive(Args, Clone)]
+struct WatchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent watch streams.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Writes per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Seconds of writing.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+}
+
+const PLAN: &str = "us-28-point";
+const PARTIES: [&str; 4] = ["ukraine", "russia", "united-states", "europe"];
+/// A stance note of typical size, so both targets move similar payloads.
+const NOTE: &str = "Benchmark stance: a note of about two hundred bytes, the size of a typical editor's note with a short explanation of where the position was reported and by whom, padded to size.";
+
+fn key_of(i: u64) -> (String, &'static str) {
+    (format!("p{}", i % 28 + 1), PARTIES[(i / 28 % 4) as usize])
+}
+
+async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, BoxError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        out.push(
+            Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// One client of either target.
+#[derive(Clone)]
+enum Client {
+    Peace(ClauseTrackerClient<Channel>),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd_client::KvClient),
+}
+
+async fn clients(common: &Common, n: usize) -> Result<Vec<Client>, BoxError> {
+    match common.target {
+        Target::PeaceTracker => Ok(channels(&common.addr, common.connections)
+            .await?
+            .into_iter()
+            .cycle()
+            .take(n)
+            .map(|ch| Client::Peace(ClauseTrackerClient::new(ch)))
+            .collect()),
+        #[cfg(feature = "etcd")]
+        Target::Etcd => {
+            let mut conns = Vec::new();
+            for _ in 0..common.connections.max(1) {
+                conns.push(
+                    etcd_client::Client::connect([common.addr.as_str()], None)
+                        .await?
+                        .kv_client(),
+                );
+            }
+            Ok(conns
+                .into_iter()
+                .cycle()
+                .take(n)
+                .map(Client::Etcd)
+                .collect())
+        }
+        #[cfg(not(feature = "etcd"))]
+        Target::Etcd => Err(
+            "this peace-bench was built without etcd support: build with --features etcd".into(),
+        ),
+    }
+}
+
+impl Client {
+    async fn write(&mut self, i: u64, reason: String) -> Result<(), BoxError> {
+        let (clause, party) = key_of(i);
+        match self {
+            Client::Peace(c) => {
+                c.set_stance(pb::SetStanceRequest {
+                    plan_id: PLAN.into(),
+                    clause_id: clause,
+                    party_id: party.into(),
+                    position: pb::Position::Amend as i32,
+                    note: NOTE.into(),
+                    reason,
+                    ..Default::default()
+                })
+                .await?;
+            }
+            #[cfg(feature = "etcd")]
+            Client::Etcd(kv) => {
+                kv.put(
+                    format!("/peace/{PLAN}/{clause}/{party}"),
+                    format!("{reason}|{NOTE}"),
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, i: u64) -> Result<(), BoxError> {
+        let (clause, party) = key_of(i);
+        match self {
+            Client::Peace(c) => {
+                let _ = party;
+                c.get_clause(pb::GetClauseRequest {
+                    plan_id: PLAN.into(),
+                    clause_id: clause,
+                    ..Default::default()
+                })
+                .await?;
+            }
+            #[cfg(feature = "etcd")]
+            Client::Etcd(kv) => {
+                kv.get(
+                    format!("/peace/{PLAN}/{clause}/{party}"),
+                    Some(etcd_client::GetOptions::new().with_serializable()),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Prints a line of progress every few seconds while `done` grows to `total`.
+fn progress(done: Arc<AtomicU64>, total: u64, what: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let d = done.load(Ordering::Relaxed);
+            eprintln!("  {what}: {d}/{total}");
+            if d >= total {
+                return;
+            }
+        }
+    })
+}
+
+async fn load(args: LoadArgs, write: bool) -> Result<(), BoxError> {
+    let bench = if write { "write" } else { "read" };
+    let clients = clients(&args.common, args.clients).await?;
+    if !write && args.common.target == Target::Etcd {
+        // Make sure every key exists so gets return a value.
+        let mut c = clients[0].clone();
+        for i in 0..(28 * 4) {
+            c.write(i, "seed".into()).await?;
+        }
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let ticker = progress(Arc::clone(&done), args.requests, bench);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let (next, done, errors) = (Arc::clone(&next), Arc::clone(&done), Arc::clone(&errors));
+        let total = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return hist;
+                }
+                let t = Instant::now();
+                let result = if write {
+                    client.write(i, format!("bench {i}")).await
+                } else {
+                    client.read(i).await
+                };
+                if result.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                hist.saturating_record(t.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut hist = histogram();
+    for t in tasks {
+        hist.add(t.await?)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    ticker.abort();
+    let ops = args.requests;
+    let ops_per_sec = ops as f64 / elapsed;
+    let (p50, p99) = (
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99)),
+    );
+    let errors = errors.load(Ordering::Relaxed);
+    println!(
+        "bench      target         clients  ops      ops/s      p50 ms  p99 ms  max ms  errors"
+    );
+    println!(
+        "{bench:<10} {:<14} {:<8} {:<8} {:<10.0} {:<7.3} {:<7.3} {:<7.3} {errors}",
+        args.common.target.name(),
+        args.clients,
+        ops,
+        ops_per_sec,
+        p50,
+        p99,
+        ms(hist.max())
+    );
+    println!(
+        "{{\"bench\":\"{bench}\",\"target\":\"{}\",\"clients\":{},\"ops\":{ops},\"ops_per_sec\":{ops_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"errors\":{errors}}}",
+        args.common.target.name(),
+        args.clients
+    );
+    Ok(())
+}
+
+/// What one watcher saw.
+#[derive(Default)]
+struct Seen {
+    hist: Option<Histogram<u64>>,
+    received: u64,
+    missing: u64,
+    out_of_order: u64,
+}
+
+/// Records one received write `seq` at `now`.
+fn record(seen: &mut Seen, expected: &mut u64, seq: u64, sent: &[AtomicU64], epoch: Instant) {
+    let now = epoch.elapsed().as_micros() as u64;
+    let sent_at = sent
+        .get(seq as usize)
+        .map_or(0, |s| s.load(Ordering::Acquire));
+    if sent_at > 0 {
+        if let Some(h) = seen.hist.as_mut() {
+            h.saturating_record(now.saturating_sub(sent_at).max(1));
+        }
+    }
+    if seq < *expected {
+        seen.out_of_order += 1;
+    } else {
+        seen.missing += seq - *expected;
+        *expected = seq + 1;
+    }
+    seen.received += 1;
+}
+
+async fn watch(args: WatchArgs) -> Result<(), BoxError> {
+    let total = args.rate * args.duration;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let epoch = Instant::now();
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (all_ready_tx, all_ready_rx) = tokio::sync::watch::channel(false);
+    let results: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let mut tasks = Vec::new();
+    match args.common.target {
+        Target::PeaceTracker => {
+            let conns = channels(&args.common.addr, args.common.connections).await?;
+            for w in 0..args.watchers {
+                let mut client = ClauseTrackerClient::new(conns[w % conns.len()].clone());
+                let (sent, ready, results, all_ready_tx) = (
+                    Arc::clone(&sent),
+                    Arc::clone(&ready),
+                    Arc::clone(&results),
+                    all_ready_tx.clone(),
+                );
+                let watchers = args.watchers;
+                tasks.push(tokio::spawn(async move {
+                    let mut stream = client
+                        .watch(pb::WatchRequest {
+                            plan_id: PLAN.into(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    let _ = stream.message().await?; // the first Progress
+                    if ready.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
+                        let _ = all_ready_tx.send(true);
+                    }
+                    let mut seen = Seen {
+                        hist: Some(histogram()),
+                        ..Seen::default()
+                    };
+                    let mut expected = 0u64;
+                    while expected < total {
+                        let Some(event) = stream.message().await? else {
+                            break;
+                        };
+                        if let Some(pb::watch_event::Event::Revision(rev)) = event.event {
+                            if let Some(seq) = rev
+                                .reason
+                                .strip_prefix("bench ")
+                                .and_then(|s| s.parse().ok())
+                            {
+                                record(&mut seen, &mut expected, seq, &sent, epoch);
+                            }
+                        }
+                    }
+                    seen.missing += total.saturating_sub(expected);
+                    results.lock().unwrap().push(seen);
+                    Ok::<(), BoxError>(())
+                }));
+            }
+        }
+        #[cfg(feature = "etcd")]
+        Target::Etcd => {
+            let mut conns = Vec::new();
+            for _ in 0..args.common.connections.max(1) {
+                conns.push(
+                    etcd_client::Client::connect([args.common.addr.as_str()], None)
+                        .await?
+                        .watch_client(),
+                );
+            }
+            for w in 0..args.watchers {
+                let mut client = conns[w % conns.len()].clone();
+                let (sent, ready, results, all_ready_tx) = (
+                    Arc::clone(&sent),
+                    Arc::clone(&ready),
+                    Arc::clone(&results),
+                    all_ready_tx.clone(),
+                );
+                let watchers = args.watchers;
+                tasks.push(tokio::spawn(async move {
+                    let (_watcher, mut stream) = client
+                        .watch(
+                            format!("/peace/{PLAN}/"),
+                            Some(etcd_client::WatchOptions::new().with_prefix()),
+                        )
+                        .await?;
+                    if ready.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
+                        let _ = all_ready_tx.send(true);
+                    }
+                    let mut seen = Seen {
+                        hist: Some(histogram()),
+                        ..Seen::default()
+                    };
+                    let mut expected = 0u64;
+                    while expected < total {
+                        let Some(resp) = stream.message().await? else {
+                            break;
+                        };
+                        for event in resp.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let value = kv.value_str().unwrap_or_default();
+                            if let Some(seq) = value
+                                .strip_prefix("bench ")
+                                .and_then(|s| s.split('|').next())
+                                .and_then(|s| s.parse().ok())
+                            {
+                                record(&mut seen, &mut expected, seq, &sent, epoch);
+                            }
+                        }
+                    }
+                    seen.missing += total.saturating_sub(expected);
+                    results.lock().unwrap().push(seen);
+                    Ok::<(), BoxError>(())
+                }));
+            }
+        }
+        #[cfg(not(feature = "etcd"))]
+        Target::Etcd => {
+            return Err(
+                "this peace-bench was built without etcd support: build with --features etcd"
+                    .into(),
+            )
+        }
+    }
+    drop(all_ready_tx);
+    let mut all_ready = all_ready_rx;
+    all_ready.wait_for(|r| *r).await?;
+    eprintln!(
+        "  {} watchers ready; writing {total} revisions at {}/s",
+        args.watchers, args.rate
+    );
+
+    let mut writer = clients(&args.common, 1).await?.remove(0);
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut write_errors = 0u64;
+    let start = Instant::now();
+    for seq in 0..total {
+        tick.tick().await;
+        sent[seq as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Release);
+        if writer.write(seq, format!("bench {seq}")).await.is_err() {
+            write_errors += 1;
+        }
+        if seq > 0 && seq % (args.rate * 5).max(1) == 0 {
+            eprintln!("  watch: {seq}/{total} written");
+        }
+    }
+    let write_secs = start.elapsed().as_secs_f64();
+    for t in tasks {
+        if let Err(e) = t.await? {
+            eprintln!("  a watcher failed: {e}");
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let results = results.lock().unwrap();
+    let mut hist = histogram();
+    let (mut missing, mut out_of_order, mut received) = (0u64, 0u64, 0u64);
+    for seen in results.iter() {
+        if let Some(h) = &seen.hist {
+            hist.add(h)?;
+        }
+        missing += seen.missing;
+        out_of_order += seen.out_of_order;
+        received += seen.received;
+    }
+    missing += (args.watchers - results.len()) as u64 * total;
+    let events_per_sec = received as f64 / elapsed;
+    let (p50, p99) = (
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99)),
+    );
+    println!("bench  target         watchers  rate  writes  events/s   p50 ms  p99 ms  max ms  missing  out_of_order  write errors  write s");
+    println!(
+        "watch  {:<14} {:<9} {:<5} {:<7} {:<10.0} {:<7.3} {:<7.3} {:<7.3} {:<8} {:<13} {:<13} {write_secs:.1}",
+        args.common.target.name(),
+        args.watchers,
+        args.rate,
+        total,
+        events_per_sec,
+        p50,
+        p99,
+        ms(hist.max()),
+        missing,
+        out_of_order,
+        write_errors
+    );
+    println!(
+        "{{\"bench\":\"watch\",\"target\":\"{}\",\"watchers\":{},\"rate\":{},\"writes\":{total},\"events_per_sec\":{events_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"missing\":{missing},\"out_of_order\":{out_of_order},\"errors\":{write_errors}}}",
+        args.common.target.name(),
+        args.watchers,
+        args.rate
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.bench {
+        Bench::Write(args) => load(args, true).await,
+        Bench::Read(args) => load(args, false).await,
+        Bench::Watch(args) => watch(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

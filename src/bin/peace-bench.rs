@@ -38,6 +38,20 @@ enum Bench {
     Read(LoadArgs),
     /// W watchers and one writer at R writes/s.
     Watch(WatchArgs),
+    /// Fill a peace-tracker store up to N revisions with Apply batches (for size and cold-start figures).
+    Fill(FillArgs),
+}
+
+#[derive(Args, Clone)]
+struct FillArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Revisions to add.
+    #[arg(long, default_value_t = 1_000_000)]
+    revisions: u64,
+    /// Changes per Apply batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -416,12 +430,14 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
                 );
                 let watchers = args.watchers;
                 tasks.push(tokio::spawn(async move {
-                    let (_watcher, mut stream) = client
+                    let mut stream = client
                         .watch(
                             format!("/peace/{PLAN}/"),
                             Some(etcd_client::WatchOptions::new().with_prefix()),
                         )
                         .await?;
+                    // Ready once etcd confirms the watch is created.
+                    let _ = stream.message().await?;
                     if ready.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
                         let _ = all_ready_tx.send(true);
                     }
@@ -531,6 +547,65 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+async fn fill(args: FillArgs) -> Result<(), BoxError> {
+    let conns = channels(&args.common.addr, args.common.connections).await?;
+    let batches = args.revisions.div_ceil(args.batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = progress(Arc::clone(&done), args.revisions, "fill");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for ch in conns {
+        let mut client = ClauseTrackerClient::new(ch);
+        let (next, done) = (Arc::clone(&next), Arc::clone(&done));
+        let (size, total) = (args.batch, args.revisions);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<(), BoxError>(());
+                }
+                let first = b * size;
+                let changes = (first..(first + size).min(total))
+                    .map(|i| {
+                        let (clause, party) = key_of(i);
+                        pb::Change {
+                            change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
+                                clause_id: clause,
+                                party_id: party.into(),
+                                position: pb::Position::Amend as i32,
+                                note: NOTE.into(),
+                                ..Default::default()
+                            })),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let n = changes.len() as u64;
+                client
+                    .apply(pb::ApplyRequest {
+                        plan_id: PLAN.into(),
+                        changes,
+                        reason: format!("fill {b}"),
+                        ..Default::default()
+                    })
+                    .await?;
+                done.fetch_add(n, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    ticker.abort();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"fill\",\"target\":\"peace-tracker\",\"revisions\":{},\"seconds\":{secs:.1},\"revisions_per_sec\":{:.0}}}",
+        args.revisions,
+        args.revisions as f64 / secs
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -538,6 +613,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Write(args) => load(args, true).await,
         Bench::Read(args) => load(args, false).await,
         Bench::Watch(args) => watch(args).await,
+        Bench::Fill(args) => fill(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,9 +40,9 @@ trap cleanup EXIT
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# Waits (up to 30 s) for a log file to contain a line.
+# Waits (up to ${3:-30} s) for a log file to contain a line.
 wait_for_line() {
-  for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  for _ in $(seq $(( ${3:-30} * 10 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
@@ -76,10 +76,12 @@ done
 
 echo "== memory per watcher at $MANY_WATCHERS watchers"
 before=$(rss_kib "$PEACE_PID")
+# The server allows 1,024 streams per connection: spread the watchers.
 ./target/release/peace-bench watch --addr "$PEACE_ADDR" --watchers "$MANY_WATCHERS" --rate 10 --duration 10 \
+  --connections $(( MANY_WATCHERS / 1000 + 1 )) \
   >"$work/many.out" 2>"$work/many.err" &
 many=$!
-wait_for_line "$work/many.err" "watchers ready"
+wait_for_line "$work/many.err" "watchers ready" 120
 during=$(rss_kib "$PEACE_PID")
 wait "$many"
 tail -n 1 "$work/many.out" >>"$results"

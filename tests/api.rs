@@ -477,24 +477,11 @@ async fn list_revisions_filters_by_clause_and_party_and_pages() {
     assert_eq!(p3_russia.len(), 1);
     // Whole log, paged by 7: gap-free and complete.
     let head = server.store.head().unwrap();
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .list_revisions(pb::ListRevisionsRequest {
-                page_size: 7,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        seen.extend(page.revisions.iter().map(|r| r.revision));
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
+    let seen: Vec<u64> = common::all_revisions(&mut c, 7)
+        .await
+        .iter()
+        .map(|r| r.revision)
+        .collect();
     assert_eq!(seen, (1..=head).collect::<Vec<_>>());
     // A range.
     let range = c

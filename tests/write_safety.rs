@@ -349,24 +349,7 @@ async fn acknowledged_writes_survive_kill_9() {
         let mut restarted = process::spawn(&data, &[]).await;
         let mut c = client_for(restarted.addr).await;
         let acked_now = acked.lock().await.clone();
-        let mut all = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = c
-                .list_revisions(pb::ListRevisionsRequest {
-                    page_size: 1000,
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            all.extend(page.revisions);
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let all = common::all_revisions(&mut c, 1000).await;
         let numbers: Vec<u64> = all.iter().map(|r| r.revision).collect();
         assert_eq!(
             numbers,
@@ -383,18 +366,8 @@ async fn acknowledged_writes_survive_kill_9() {
         }
         restarted.child.start_kill().unwrap();
         restarted.child.wait().await.unwrap();
-        let check = tokio::process::Command::new(process::BIN)
-            .args(["check", "--data-dir"])
-            .arg(&data)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "check failed: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        let (ok, report) = process::check(&data).await;
+        assert!(ok, "check failed: {report}");
     }
 }
 
@@ -420,14 +393,8 @@ async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
         .err()
         .expect("startup must refuse an inconsistent store");
     assert!(err.contains("inconsistent") && err.contains("p7"), "{err}");
-    let check = tokio::process::Command::new(process::BIN)
-        .args(["check", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(!check.status.success());
-    let report = String::from_utf8_lossy(&check.stdout);
+    let (ok, report) = process::check(&dir).await;
+    assert!(!ok);
     assert!(report.contains("log gap: expected revision 3"), "{report}");
     assert!(
         report.contains("us-28-point/p7: latest state differs"),

@@ -119,3 +119,28 @@ pub fn bad_request_field(status: &tonic::Status) -> String {
     let bad = details.bad_request().expect("a BadRequest detail");
     bad.field_violations[0].field.clone()
 }
+
+/// Every revision in the log, oldest first, read page by page.
+pub async fn all_revisions(
+    client: &mut ClauseTrackerClient<Channel>,
+    page_size: i32,
+) -> Vec<pb::Revision> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_revisions(pb::ListRevisionsRequest {
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.revisions);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return all;
+        }
+    }
+}

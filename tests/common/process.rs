@@ -47,3 +47,19 @@ pub async fn spawn(data_dir: &Path, extra: &[&str]) -> ChildServer {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     ChildServer { child, addr }
 }
+
+/// Runs `peace-tracker check --data-dir DIR`: (success, stdout + stderr).
+pub async fn check(data_dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .await
+        .expect("check runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -189,6 +189,15 @@ fn next_chunk(hub: &Hub, store: &Store, from: u64, to: u64) -> Result<Vec<Arc<Re
     }
 }
 
+/// How a stream ends at shutdown: UNAVAILABLE naming where to resume.
+fn shutdown_status(last: u64) -> Status {
+    debug!(last, "watch ended by shutdown");
+    Status::unavailable(format!(
+        "server shutting down; last revision sent: {last}; resume with start_revision={}",
+        last + 1
+    ))
+}
+
 /// Starts a watch stream. Errors (before any message) are returned directly.
 pub fn start(
     spec: WatchSpec,
@@ -229,6 +238,13 @@ pub fn start(
             let target = hub.head();
             cursor = spec.start_revision;
             while cursor <= target {
+                // A long replay with few matches must still let shutdown and
+                // a departed client through, and share the worker thread.
+                if shutdown.is_cancelled() {
+                    yield Err(shutdown_status(cursor - 1));
+                    return;
+                }
+                tokio::task::yield_now().await;
                 let chunk = match next_chunk(&hub, &store, cursor, target) {
                     Ok(c) if !c.is_empty() => c,
                     Ok(_) => break,
@@ -252,18 +268,18 @@ pub fn start(
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let last = cursor - 1;
-                    debug!(last, "watch ended by shutdown");
-                    yield Err(Status::unavailable(format!(
-                        "server shutting down; last revision sent: {last}; resume with start_revision={}",
-                        last + 1
-                    )));
+                    yield Err(shutdown_status(cursor - 1));
                     return;
                 }
                 changed = subscription.changed() => {
                     let Some(head) = changed else { return; };
                     let mut sent_any = false;
                     while cursor <= head {
+                        if shutdown.is_cancelled() {
+                            yield Err(shutdown_status(cursor - 1));
+                            return;
+                        }
+                        tokio::task::yield_now().await;
                         let chunk = match next_chunk(&hub, &store, cursor, head) {
                             Ok(c) if !c.is_empty() => c,
                             Ok(_) => break,

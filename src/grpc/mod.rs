@@ -2,6 +2,7 @@
 //! validated and converted here, errors mapped to `Status` in one place.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod page;
 pub mod service;

@@ -116,12 +116,15 @@ impl Tracker {
 
     /// Size limit and authentication for a read (or Watch).
     fn read_guard<T: prost::Message>(&self, request: &Request<T>) -> Result<Access> {
+        // One line per request at debug, inside the handler's span (method and ids).
+        debug!(bytes = request.get_ref().encoded_len(), "read request");
         within_size_limit(request)?;
         self.auth.access_for_read(request.metadata())
     }
 
     /// Size limit and authentication for a write.
     fn write_guard<T: prost::Message>(&self, request: &Request<T>) -> Result<Access> {
+        debug!(bytes = request.get_ref().encoded_len(), "write request");
         within_size_limit(request)?;
         self.auth.access_for_write(request.metadata())
     }

@@ -228,17 +228,22 @@ pub fn start(
         let _slot = slot;
         let mut renderer = Renderer { store: store.clone(), plans: Default::default() };
         let interval = spec.progress_interval;
-        let mut cursor: u64;
-        if spec.start_revision == 0 {
-            let head = hub.head();
-            cursor = head + 1;
-            yield Ok(progress(head, true));
-        } else {
-            // Replay up to the head as it is now, then say we caught up.
-            let target = hub.head();
-            cursor = spec.start_revision;
+        // Everything below `cursor` has been sent (or filtered out); the stream
+        // catches up to `target`, from the ring or the store, then waits for the
+        // hub to move `target` on.
+        let mut cursor = spec.start_revision;
+        let mut target = hub.head();
+        // With a start revision, the replay ends with one caught-up Progress.
+        let mut replaying = spec.start_revision != 0;
+        if !replaying {
+            cursor = target + 1;
+            yield Ok(progress(target, true));
+        }
+        let mut heartbeat = Instant::now() + interval;
+        loop {
+            let mut sent_any = false;
             while cursor <= target {
-                // A long replay with few matches must still let shutdown and
+                // A long catch-up with few matches must still let shutdown and
                 // a departed client through, and share the worker thread.
                 if shutdown.is_cancelled() {
                     yield Err(shutdown_status(cursor - 1));
@@ -255,16 +260,20 @@ pub fn start(
                     renderer.observe(&rev);
                     if spec.matches(&rev) {
                         match renderer.render(&rev) {
-                            Ok(event) => yield Ok(event),
+                            Ok(event) => { sent_any = true; yield Ok(event) }
                             Err(e) => { yield Err(Status::from(e)); return; }
                         }
                     }
                 }
             }
-            yield Ok(progress(cursor - 1, true));
-        }
-        let mut heartbeat = Instant::now() + interval;
-        loop {
+            if replaying {
+                replaying = false;
+                yield Ok(progress(cursor - 1, true));
+                sent_any = true;
+            }
+            if sent_any {
+                heartbeat = Instant::now() + interval;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -273,32 +282,7 @@ pub fn start(
                 }
                 changed = subscription.changed() => {
                     let Some(head) = changed else { return; };
-                    let mut sent_any = false;
-                    while cursor <= head {
-                        if shutdown.is_cancelled() {
-                            yield Err(shutdown_status(cursor - 1));
-                            return;
-                        }
-                        tokio::task::yield_now().await;
-                        let chunk = match next_chunk(&hub, &store, cursor, head) {
-                            Ok(c) if !c.is_empty() => c,
-                            Ok(_) => break,
-                            Err(e) => { yield Err(Status::from(e)); return; }
-                        };
-                        for rev in chunk {
-                            cursor = rev.revision + 1;
-                            renderer.observe(&rev);
-                            if spec.matches(&rev) {
-                                match renderer.render(&rev) {
-                                    Ok(event) => { sent_any = true; yield Ok(event) }
-                                    Err(e) => { yield Err(Status::from(e)); return; }
-                                }
-                            }
-                        }
-                    }
-                    if sent_any {
-                        heartbeat = Instant::now() + interval;
-                    }
+                    target = head;
                 }
                 _ = tokio::time::sleep_until(heartbeat) => {
                     heartbeat = Instant::now() + interval;

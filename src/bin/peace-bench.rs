@@ -333,46 +333,103 @@ struct Seen {
     out_of_order: u64,
 }
 
-/// Records one received write `seq` at `now`.
-fn record(seen: &mut Seen, expected: &mut u64, seq: u64, sent: &[AtomicU64], epoch: Instant) {
-    let now = epoch.elapsed().as_micros() as u64;
-    let sent_at = sent
-        .get(seq as usize)
-        .map_or(0, |s| s.load(Ordering::Acquire));
-    if sent_at > 0 {
-        if let Some(h) = seen.hist.as_mut() {
-            h.saturating_record(now.saturating_sub(sent_at).max(1));
+/// What every watcher of one run shares: when each write was sent, how many
+/// watchers are ready, and where each puts what it saw.
+#[derive(Clone)]
+struct WatchRun {
+    sent: Arc<Vec<AtomicU64>>,
+    epoch: Instant,
+    total: u64,
+    watchers: usize,
+    ready: Arc<AtomicUsize>,
+    all_ready: Arc<tokio::sync::watch::Sender<bool>>,
+    results: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// One watcher's count: what it saw and the next write it expects.
+struct Tally {
+    run: WatchRun,
+    seen: Seen,
+    expected: u64,
+}
+
+impl WatchRun {
+    /// Called by a watcher once its stream is established.
+    fn mark_ready(&self) -> Tally {
+        if self.ready.fetch_add(1, Ordering::SeqCst) + 1 == self.watchers {
+            let _ = self.all_ready.send(true);
+        }
+        Tally {
+            run: self.clone(),
+            seen: Seen {
+                hist: Some(histogram()),
+                ..Seen::default()
+            },
+            expected: 0,
         }
     }
-    if seq < *expected {
-        seen.out_of_order += 1;
-    } else {
-        seen.missing += seq - *expected;
-        *expected = seq + 1;
+}
+
+impl Tally {
+    /// Whether every write has been seen (or counted missing).
+    fn done(&self) -> bool {
+        self.expected >= self.run.total
     }
-    seen.received += 1;
+
+    /// Records write `seq`, received now.
+    fn record(&mut self, seq: u64) {
+        let now = self.run.epoch.elapsed().as_micros() as u64;
+        let sent_at = self
+            .run
+            .sent
+            .get(seq as usize)
+            .map_or(0, |s| s.load(Ordering::Acquire));
+        if sent_at > 0 {
+            if let Some(h) = self.seen.hist.as_mut() {
+                h.saturating_record(now.saturating_sub(sent_at).max(1));
+            }
+        }
+        if seq < self.expected {
+            self.seen.out_of_order += 1;
+        } else {
+            self.seen.missing += seq - self.expected;
+            self.expected = seq + 1;
+        }
+        self.seen.received += 1;
+    }
+
+    /// Hands the count to the run; writes never seen count as missing.
+    fn finish(mut self) {
+        self.seen.missing += self.run.total.saturating_sub(self.expected);
+        self.run.results.lock().unwrap().push(self.seen);
+    }
+}
+
+/// The write sequence number a peace-bench write carries ("bench {seq}...").
+fn bench_seq(text: &str) -> Option<u64> {
+    text.strip_prefix("bench ")?.split('|').next()?.parse().ok()
 }
 
 async fn watch(args: WatchArgs) -> Result<(), BoxError> {
     let total = args.rate * args.duration;
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let epoch = Instant::now();
-    let ready = Arc::new(AtomicUsize::new(0));
-    let (all_ready_tx, all_ready_rx) = tokio::sync::watch::channel(false);
-    let results: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (all_ready_tx, mut all_ready) = tokio::sync::watch::channel(false);
+    let run = WatchRun {
+        sent: Arc::new((0..total).map(|_| AtomicU64::new(0)).collect()),
+        epoch: Instant::now(),
+        total,
+        watchers: args.watchers,
+        ready: Arc::default(),
+        all_ready: Arc::new(all_ready_tx),
+        results: Arc::default(),
+    };
+    let (sent, epoch, results) = (Arc::clone(&run.sent), run.epoch, Arc::clone(&run.results));
     let mut tasks = Vec::new();
     match args.common.target {
         Target::PeaceTracker => {
             let conns = channels(&args.common.addr, args.common.connections).await?;
             for w in 0..args.watchers {
                 let mut client = ClauseTrackerClient::new(conns[w % conns.len()].clone());
-                let (sent, ready, results, all_ready_tx) = (
-                    Arc::clone(&sent),
-                    Arc::clone(&ready),
-                    Arc::clone(&results),
-                    all_ready_tx.clone(),
-                );
-                let watchers = args.watchers;
+                let run = run.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut stream = client
                         .watch(pb::WatchRequest {
@@ -382,30 +439,18 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
                         .await?
                         .into_inner();
                     let _ = stream.message().await?; // the first Progress
-                    if ready.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
-                        let _ = all_ready_tx.send(true);
-                    }
-                    let mut seen = Seen {
-                        hist: Some(histogram()),
-                        ..Seen::default()
-                    };
-                    let mut expected = 0u64;
-                    while expected < total {
+                    let mut tally = run.mark_ready();
+                    while !tally.done() {
                         let Some(event) = stream.message().await? else {
                             break;
                         };
                         if let Some(pb::watch_event::Event::Revision(rev)) = event.event {
-                            if let Some(seq) = rev
-                                .reason
-                                .strip_prefix("bench ")
-                                .and_then(|s| s.parse().ok())
-                            {
-                                record(&mut seen, &mut expected, seq, &sent, epoch);
+                            if let Some(seq) = bench_seq(&rev.reason) {
+                                tally.record(seq);
                             }
                         }
                     }
-                    seen.missing += total.saturating_sub(expected);
-                    results.lock().unwrap().push(seen);
+                    tally.finish();
                     Ok::<(), BoxError>(())
                 }));
             }
@@ -422,13 +467,7 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
             }
             for w in 0..args.watchers {
                 let mut client = conns[w % conns.len()].clone();
-                let (sent, ready, results, all_ready_tx) = (
-                    Arc::clone(&sent),
-                    Arc::clone(&ready),
-                    Arc::clone(&results),
-                    all_ready_tx.clone(),
-                );
-                let watchers = args.watchers;
+                let run = run.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut stream = client
                         .watch(
@@ -438,32 +477,19 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
                         .await?;
                     // Ready once etcd confirms the watch is created.
                     let _ = stream.message().await?;
-                    if ready.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
-                        let _ = all_ready_tx.send(true);
-                    }
-                    let mut seen = Seen {
-                        hist: Some(histogram()),
-                        ..Seen::default()
-                    };
-                    let mut expected = 0u64;
-                    while expected < total {
+                    let mut tally = run.mark_ready();
+                    while !tally.done() {
                         let Some(resp) = stream.message().await? else {
                             break;
                         };
                         for event in resp.events() {
-                            let Some(kv) = event.kv() else { continue };
-                            let value = kv.value_str().unwrap_or_default();
-                            if let Some(seq) = value
-                                .strip_prefix("bench ")
-                                .and_then(|s| s.split('|').next())
-                                .and_then(|s| s.parse().ok())
-                            {
-                                record(&mut seen, &mut expected, seq, &sent, epoch);
+                            let value = event.kv().and_then(|kv| kv.value_str().ok());
+                            if let Some(seq) = value.and_then(bench_seq) {
+                                tally.record(seq);
                             }
                         }
                     }
-                    seen.missing += total.saturating_sub(expected);
-                    results.lock().unwrap().push(seen);
+                    tally.finish();
                     Ok::<(), BoxError>(())
                 }));
             }
@@ -476,8 +502,7 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
             )
         }
     }
-    drop(all_ready_tx);
-    let mut all_ready = all_ready_rx;
+    drop(run);
     all_ready.wait_for(|r| *r).await?;
     eprintln!(
         "  {} watchers ready; writing {total} revisions at {}/s",

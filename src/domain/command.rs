@@ -127,14 +127,6 @@ impl Command {
             | Command::SetClauseStatus { plan_id, .. } => plan_id,
         }
     }
-
-    /// The party whose stance the command sets, if it is a `SetStance`.
-    pub fn stance_party(&self) -> Option<&str> {
-        match self {
-            Command::SetStance { party_id, .. } => Some(party_id),
-            _ => None,
-        }
-    }
 }
 
 /// One write with the revision metadata it carries.
@@ -354,7 +346,8 @@ pub fn execute(
             topics,
             expected_version,
         } => {
-            let previous = existing_clause(view, plan_id, clause_id, *expected_version)?;
+            let plan = existing_plan(view, plan_id)?;
+            let previous = existing_clause(view, &plan, clause_id, *expected_version)?;
             let mut clause = next_version(&previous, first_revision, ctx);
             if let Some(title) = title {
                 clause.title = title.clone();
@@ -392,7 +385,7 @@ pub fn execute(
                     "party {party_id} on plan {plan_id}"
                 )));
             }
-            let previous = existing_clause(view, plan_id, clause_id, *expected_version)?;
+            let previous = existing_clause(view, &plan, clause_id, *expected_version)?;
             let mut clause = next_version(&previous, first_revision, ctx);
             let stance = Stance {
                 party_id: party_id.clone(),
@@ -420,7 +413,8 @@ pub fn execute(
             status,
             expected_version,
         } => {
-            let previous = existing_clause(view, plan_id, clause_id, *expected_version)?;
+            let plan = existing_plan(view, plan_id)?;
+            let previous = existing_clause(view, &plan, clause_id, *expected_version)?;
             let mut clause = next_version(&previous, first_revision, ctx);
             clause.status = *status;
             Ok(vec![clause_revision(
@@ -438,14 +432,15 @@ fn existing_plan(view: &impl StateView, plan_id: &str) -> Result<Plan> {
         .ok_or_else(|| Error::NotFound(format!("plan {plan_id}")))
 }
 
-/// The clause's latest state, after the optimistic-concurrency check.
+/// The latest state of a clause of `plan` (already read by the caller), after the
+/// optimistic-concurrency check.
 fn existing_clause(
     view: &impl StateView,
-    plan_id: &str,
+    plan: &Plan,
     clause_id: &str,
     expected_version: u64,
 ) -> Result<Clause> {
-    existing_plan(view, plan_id)?;
+    let plan_id = plan.id.as_str();
     let clause = view
         .clause(plan_id, clause_id)?
         .ok_or_else(|| Error::NotFound(format!("clause {plan_id}/{clause_id}")))?;

@@ -155,11 +155,6 @@ impl Subscription {
         self.head.changed().await.ok()?;
         Some(*self.head.borrow_and_update())
     }
-
-    /// The hub this subscription follows.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
 }
 
 impl Drop for Subscription {

@@ -29,11 +29,6 @@ impl Timestamp {
             nanos: since.subsec_nanos() as i32,
         }
     }
-
-    /// Nanoseconds since the epoch, saturating.
-    pub fn as_nanos(&self) -> i128 {
-        self.seconds as i128 * 1_000_000_000 + self.nanos as i128
-    }
 }
 
 /// A party's position on a clause.

@@ -161,11 +161,6 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the store occupies on disk (approximate, from sled).
-    pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
-    }
-
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.db.get(key)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),

@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Smaller per-stream buffers for long-lived watch streams (src/grpc/codec.rs).
         .codec_path("crate::grpc::codec::LeanCodec")
+        // Written by hand so a revision is encoded once for all watchers (src/grpc/wire.rs).
+        .extern_path(".peace.v1.WatchEvent", "crate::grpc::wire::WatchEvent")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

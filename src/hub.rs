@@ -21,8 +21,10 @@
 //! store, because publishing follows the commit.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, RwLock};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::domain::Revision;
@@ -37,8 +39,48 @@ pub struct Lagged {
     pub oldest: u64,
 }
 
+/// A committed revision as the ring holds it, with a slot for its wire form.
+///
+/// The slot is for the edge layer: the first watcher that sends the revision
+/// stores its encoding there and every other watcher sends those same bytes,
+/// so a revision is rendered and encoded once, not once per watcher. The hub
+/// never looks inside the bytes.
+pub struct Published {
+    committed: Arc<Revision>,
+    wire: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// An entry with an empty wire slot (also used for revisions read from the
+    /// store by a watcher that lagged behind the ring).
+    pub fn new(committed: Arc<Revision>) -> Published {
+        Published {
+            committed,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The wire form, made by `encode` if no one has made it yet. Two watchers
+    /// racing may both encode; one result is kept and both are identical.
+    pub fn wire_or_init<E>(&self, encode: impl FnOnce() -> Result<Bytes, E>) -> Result<Bytes, E> {
+        if let Some(bytes) = self.wire.get() {
+            return Ok(bytes.clone());
+        }
+        let bytes = encode()?;
+        Ok(self.wire.get_or_init(|| bytes).clone())
+    }
+}
+
+impl Deref for Published {
+    type Target = Revision;
+
+    fn deref(&self) -> &Revision {
+        &self.committed
+    }
+}
+
 struct Ring {
-    entries: VecDeque<Arc<Revision>>,
+    entries: VecDeque<Arc<Published>>,
 }
 
 struct Inner {
@@ -90,7 +132,8 @@ impl Hub {
         {
             let mut ring = self.inner.ring.write().unwrap_or_else(|e| e.into_inner());
             for rev in revisions {
-                ring.entries.push_back(Arc::clone(rev));
+                ring.entries
+                    .push_back(Arc::new(Published::new(Arc::clone(rev))));
             }
             let excess = ring.entries.len().saturating_sub(self.inner.capacity);
             ring.entries.drain(..excess);
@@ -100,7 +143,7 @@ impl Hub {
 
     /// Revisions from `from` on (at most `limit`), or [`Lagged`] if the ring
     /// no longer holds `from`. Empty if `from` is beyond the head.
-    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<Arc<Revision>>, Lagged> {
+    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<Arc<Published>>, Lagged> {
         let ring = self.inner.ring.read().unwrap_or_else(|e| e.into_inner());
         let Some(oldest) = ring.entries.front().map(|r| r.revision) else {
             return if from > self.head() {
@@ -192,7 +235,7 @@ mod tests {
         let hub = Hub::new(0, 3);
         hub.publish(&(1..=5).map(rev).collect::<Vec<_>>());
         assert_eq!(hub.head(), 5);
-        assert_eq!(hub.read_from(2, 10), Err(Lagged { oldest: 3 }));
+        assert_eq!(hub.read_from(2, 10).err(), Some(Lagged { oldest: 3 }));
         let got: Vec<u64> = hub
             .read_from(3, 10)
             .unwrap()
@@ -201,6 +244,12 @@ mod tests {
             .collect();
         assert_eq!(got, vec![3, 4, 5]);
         assert!(hub.read_from(6, 10).unwrap().is_empty());
+        // Every reader of a revision shares one wire slot.
+        let first = &hub.read_from(5, 1).unwrap()[0];
+        let made = first.wire_or_init(|| Ok::<_, ()>(Bytes::from_static(b"five")));
+        let again = hub.read_from(5, 1).unwrap()[0]
+            .wire_or_init(|| -> Result<Bytes, ()> { panic!("encoded twice") });
+        assert_eq!(made, again);
         let got: Vec<u64> = hub
             .read_from(4, 1)
             .unwrap()
@@ -213,7 +262,7 @@ mod tests {
     #[test]
     fn empty_ring_sends_readers_to_the_store() {
         let hub = Hub::new(10, 3);
-        assert_eq!(hub.read_from(4, 10), Err(Lagged { oldest: 11 }));
+        assert_eq!(hub.read_from(4, 10).err(), Some(Lagged { oldest: 11 }));
         assert!(hub.read_from(11, 10).unwrap().is_empty());
     }
 

@@ -22,4 +22,5 @@ pub mod store;
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("peace.v1");
+    pub use crate::grpc::wire::{watch_event, WatchEvent};
 }

@@ -8,3 +8,4 @@ pub mod page;
 pub mod service;
 pub mod status;
 pub mod watch;
+pub mod wire;

@@ -25,7 +25,7 @@ use tracing::debug;
 use super::convert;
 use crate::domain::{limits, ChangeKind, Plan, Revision};
 use crate::error::{Error, Result};
-use crate::hub::{Hub, Lagged};
+use crate::hub::{Hub, Lagged, Published};
 use crate::pb;
 use crate::store::Store;
 
@@ -136,12 +136,10 @@ impl WatchSpec {
 }
 
 fn progress(revision: u64, caught_up: bool) -> pb::WatchEvent {
-    pb::WatchEvent {
-        event: Some(pb::watch_event::Event::Progress(pb::Progress {
-            revision,
-            caught_up,
-        })),
-    }
+    pb::WatchEvent::new(pb::watch_event::Event::Progress(pb::Progress {
+        revision,
+        caught_up,
+    }))
 }
 
 /// Renders revisions, caching each plan's latest state for the stream's life
@@ -160,7 +158,15 @@ impl Renderer {
         }
     }
 
-    fn render(&mut self, rev: &Revision) -> Result<pb::WatchEvent> {
+    /// The revision's event, encoded by the first watcher to send it and
+    /// shared by the rest (rendering depends on the revision alone: the plan is
+    /// taken as it stood at that revision).
+    fn render(&mut self, rev: &Published) -> Result<pb::WatchEvent> {
+        let bytes = rev.wire_or_init(|| self.render_new(rev).map(pb::WatchEvent::encode_shared))?;
+        Ok(pb::WatchEvent::pre_encoded(bytes))
+    }
+
+    fn render_new(&mut self, rev: &Revision) -> Result<pb::watch_event::Event> {
         let plan = match self.plans.get(&rev.plan_id) {
             Some(plan) => plan,
             None => {
@@ -173,19 +179,23 @@ impl Renderer {
                 self.plans.entry(plan.id.clone()).or_insert(plan)
             }
         };
-        Ok(pb::WatchEvent {
-            event: Some(pb::watch_event::Event::Revision(convert::revision_to(
-                rev, plan,
-            ))),
-        })
+        Ok(pb::watch_event::Event::Revision(convert::revision_to(
+            rev, plan,
+        )))
     }
 }
 
 /// Revisions `from..=to`, at most [`CHUNK`], from the ring or else the store.
-fn next_chunk(hub: &Hub, store: &Store, from: u64, to: u64) -> Result<Vec<Arc<Revision>>> {
+/// Revisions read from the store (by a watcher behind the ring) are rendered
+/// for this watcher alone.
+fn next_chunk(hub: &Hub, store: &Store, from: u64, to: u64) -> Result<Vec<Arc<Published>>> {
     match hub.read_from(from, CHUNK) {
         Ok(revs) => Ok(revs.into_iter().filter(|r| r.revision <= to).collect()),
-        Err(Lagged { .. }) => store.revisions_range(from, to, CHUNK),
+        Err(Lagged { .. }) => Ok(store
+            .revisions_range(from, to, CHUNK)?
+            .into_iter()
+            .map(|rev| Arc::new(Published::new(rev)))
+            .collect()),
     }
 }
 

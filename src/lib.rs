@@ -7,9 +7,10 @@
 //! - [`hub`]: the in-memory ring of committed revisions that live watchers follow.
 //! - [`grpc`]: the only place that sees protobuf: service, conversions, auth, watch feeder.
 //! - [`seed`]: the seeded plans as data, loaded through the normal write path.
-//! - [`server`]: wiring, serving and shutdown.
+//! - [`server`]: wiring, serving and shutdown; [`coalesce`]: write coalescing under HTTP/2.
 //! - [`error`]: the one error enum of domain and store.
 
+pub mod coalesce;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::info;
 
+use crate::coalesce::CoalescingStream;
 use crate::domain::limits;
 use crate::grpc::auth::Auth;
 use crate::grpc::service::Tracker;
@@ -205,9 +207,19 @@ impl Server {
             "peace-tracker serving"
         );
         // Nagle's algorithm against delayed ACKs costs ~40 ms per small response.
+        let tls = self.tls.is_some();
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
+            .with_keepalive(Some(Duration::from_secs(60)))
+            // One write per burst of HTTP/2 frames, not one per frame, in
+            // plaintext; under TLS a handshake must not wait (src/coalesce.rs).
+            .map(move |accepted| {
+                accepted.map(if tls {
+                    CoalescingStream::passthrough
+                } else {
+                    CoalescingStream::new
+                })
+            });
         let cancel_on_shutdown = cancel.clone();
         let result = builder
             .add_service(health_service)

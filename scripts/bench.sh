@@ -42,7 +42,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # Waits (up to ${3:-30} s) for a log file to contain a line.
 wait_for_line() {
-  for _ in $(seq $(( ${3:-30} * 10 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  for _ in $(seq $(( ${3:-30} * 100 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.01; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 

@@ -113,6 +113,7 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
 }
 
 fn serve(cli: Cli) -> ExitCode {
+    let data_dir = cli.data_dir.clone();
     let config = Config {
         seed: !cli.no_seed,
         durability: cli.durability,
@@ -137,11 +138,31 @@ fn serve(cli: Cli) -> ExitCode {
             .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
         server.serve(listener, shutdown_signal()).await
     });
+    // Every task (and with it every handle on the store) ends with the runtime.
+    drop(runtime);
+    if result.is_ok() {
+        checkpoint(&data_dir);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The shutdown checkpoint ([`Store::checkpoint`]): makes the next start fast.
+/// A failure costs only that, so it is logged, not fatal.
+fn checkpoint(data_dir: &std::path::Path) {
+    let started = std::time::Instant::now();
+    match Store::checkpoint(data_dir) {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written; the next start will not replay the log"
+        ),
+        Err(e) => {
+            tracing::warn!(cause = %e, "shutdown checkpoint failed; the next start replays the log")
         }
     }
 }

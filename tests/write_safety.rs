@@ -445,3 +445,57 @@ async fn hash_token_prints_the_sha256_of_stdin() {
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
 }
+
+/// sled's snapshot files in a data dir (named after the log position they cover).
+fn snapshot_files(data: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("snap.") && !name.ends_with(".generating"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_clean_stop_writes_a_checkpoint_covering_the_last_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = process::spawn(&data, &[]).await;
+    // sled wrote a snapshot while opening; writes after it are only in the log.
+    let at_start = snapshot_files(&data);
+    let rev = client_for(server.addr)
+        .await
+        .set_stance(stance("p12", "ukraine", pb::Position::Amend))
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = server.child.id().expect("running").to_string();
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(term.success());
+    assert!(server.child.wait().await.unwrap().success());
+    let at_stop = snapshot_files(&data);
+    assert!(
+        at_stop.iter().any(|name| !at_start.contains(name)),
+        "no new snapshot after a clean stop: {at_start:?} then {at_stop:?}"
+    );
+    let (ok, report) = process::check(&data).await;
+    assert!(ok, "{report}");
+    let mut restarted = process::spawn(&data, &[]).await;
+    let clause = client_for(restarted.addr)
+        .await
+        .get_clause(pb::GetClauseRequest {
+            plan_id: PLAN.into(),
+            clause_id: "p12".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(clause.mod_revision, rev.revision);
+    restarted.child.start_kill().unwrap();
+}

@@ -107,6 +107,24 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 impl Store {
+    /// Writes sled's snapshot of its page table, so that the next start need
+    /// not replay the log written since the last one: the store's shutdown
+    /// checkpoint.
+    ///
+    /// sled 0.34 writes that snapshot only while opening a store, after
+    /// replaying the log written since the previous snapshot; after a million
+    /// revisions that replay took over a second of the next start. Opening
+    /// the store once more at a clean shutdown moves the replay there (as a
+    /// database's shutdown checkpoint moves its WAL replay). A start after a
+    /// crash still replays, and is still correct.
+    ///
+    /// Every other handle on the store must be dropped first (sled holds an
+    /// exclusive lock on its files).
+    pub fn checkpoint(dir: &Path) -> Result<()> {
+        let store = Store::open_unchecked(dir, None)?;
+        store.flush()
+    }
+
     /// Opens (or creates) the store in `dir`, checks its schema version and that
     /// the latest-state records agree with the revision log.
     ///

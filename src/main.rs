@@ -136,7 +136,9 @@ fn serve(cli: Cli) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-        server.serve(listener, shutdown_signal()).await
+        // Installed before the "serving" line; until here a signal simply ends the process.
+        let shutdown = shutdown_signal();
+        server.serve(listener, shutdown).await
     });
     // Every task (and with it every handle on the store) ends with the runtime.
     drop(runtime);
@@ -154,37 +156,64 @@ fn serve(cli: Cli) -> ExitCode {
 
 /// The shutdown checkpoint ([`Store::checkpoint`]): makes the next start fast.
 /// A failure costs only that, so it is logged, not fatal.
+///
+/// sled's own background threads can keep its file lock for a moment after
+/// the last handle is dropped (seen on the first stop after a start that read
+/// a fresh snapshot), so a locked store is retried for up to [`LOCK_PATIENCE`].
 fn checkpoint(data_dir: &std::path::Path) {
     let started = std::time::Instant::now();
-    match Store::checkpoint(data_dir) {
-        Ok(()) => tracing::info!(
-            ms = started.elapsed().as_millis() as u64,
-            "checkpoint written; the next start will not replay the log"
-        ),
-        Err(e) => {
-            tracing::warn!(cause = %e, "shutdown checkpoint failed; the next start replays the log")
+    loop {
+        match Store::checkpoint(data_dir) {
+            Ok(()) => {
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written; the next start will not replay the log"
+                );
+                return;
+            }
+            Err(e) if e.to_string().contains("lock") && started.elapsed() < LOCK_PATIENCE => {
+                tracing::debug!(cause = %e, "store still locked; retrying the checkpoint");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "shutdown checkpoint failed; the next start replays the log");
+                return;
+            }
         }
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// How long the shutdown checkpoint waits for sled to release its lock.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: the server announces it is
+/// serving before it polls this, and a signal arriving in between must still
+/// shut it down gracefully rather than kill it. Needs a runtime context.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -499,3 +499,25 @@ async fn a_clean_stop_writes_a_checkpoint_covering_the_last_writes() {
     assert_eq!(clause.mod_revision, rev.revision);
     restarted.child.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_right_after_the_serving_line_still_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for _ in 0..5 {
+        // `spawn` returns the moment the serving line is printed.
+        let mut server = process::spawn(&data, &[]).await;
+        let pid = server.child.id().expect("running").to_string();
+        let term = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(term.success());
+        let status = server.child.wait().await.unwrap();
+        assert!(
+            status.success(),
+            "a SIGTERM just after start killed the server instead of stopping it: {status}"
+        );
+    }
+}

@@ -470,14 +470,7 @@ async fn a_clean_stop_writes_a_checkpoint_covering_the_last_writes() {
         .await
         .unwrap()
         .into_inner();
-    let pid = server.child.id().expect("running").to_string();
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(term.success());
-    assert!(server.child.wait().await.unwrap().success());
+    assert!(process::terminate(&mut server).await.success());
     let at_stop = snapshot_files(&data);
     assert!(
         at_stop.iter().any(|name| !at_start.contains(name)),
@@ -507,14 +500,7 @@ async fn sigterm_right_after_the_serving_line_still_stops_gracefully() {
     for _ in 0..5 {
         // `spawn` returns the moment the serving line is printed.
         let mut server = process::spawn(&data, &[]).await;
-        let pid = server.child.id().expect("running").to_string();
-        let term = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(term.success());
-        let status = server.child.wait().await.unwrap();
+        let status = process::terminate(&mut server).await;
         assert!(
             status.success(),
             "a SIGTERM just after start killed the server instead of stopping it: {status}"

@@ -63,3 +63,15 @@ pub async fn check(data_dir: &Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Sends SIGTERM (a clean stop) and waits for the process to exit.
+pub async fn terminate(server: &mut ChildServer) -> std::process::ExitStatus {
+    let pid = server.child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM {pid} failed");
+    server.child.wait().await.expect("the server exits")
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bad_request_field, stance, TestServer, PLAN};
+use common::{bad_request_field, stance, ReadExt, TestServer, PLAN};
 use peace_tracker::pb;
 use prost_types::FieldMask;
 use tonic::{Code, Request};
@@ -167,15 +167,7 @@ async fn create_plan_party_clause_and_amend_with_a_field_mask() {
     })
     .await
     .unwrap();
-    let clause = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: "draft".into(),
-            clause_id: "c1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let clause = c.latest_clause("draft", "c1").await;
     assert_eq!(clause.version, 1);
     assert_eq!(clause.stances.len(), 2);
     assert_eq!(clause.stances[1].party_id, "b");
@@ -513,15 +505,7 @@ async fn every_error_code_and_rejected_writes_leave_no_trace() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let head = server.store.head().unwrap();
-    let p1_before = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: PLAN.into(),
-            clause_id: "p1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let p1_before = c.latest_clause(PLAN, "p1").await;
 
     let cases: Vec<(tonic::Status, Code)> = vec![
         (
@@ -659,15 +643,7 @@ async fn every_error_code_and_rejected_writes_leave_no_trace() {
         head,
         "a rejected write committed something"
     );
-    let p1_after = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: PLAN.into(),
-            clause_id: "p1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let p1_after = c.latest_clause(PLAN, "p1").await;
     assert_eq!(p1_before, p1_after);
 }
 
@@ -685,15 +661,7 @@ async fn state_survives_a_restart_and_is_not_reseeded() {
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
     assert_eq!(server.store.head().unwrap(), rev.revision);
     let mut c = server.client().await;
-    let p26 = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: PLAN.into(),
-            clause_id: "p26".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let p26 = c.latest_clause(PLAN, "p26").await;
     assert_eq!(p26.stances[0].position, pb::Position::Oppose as i32);
     assert!(server.store.check().unwrap().ok());
     drop(keep);
@@ -819,15 +787,7 @@ async fn summary_diff_and_lineage() {
     })
     .await
     .unwrap();
-    let copy = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: "counter".into(),
-            clause_id: "p7".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let copy = c.latest_clause("counter", "p7").await;
     assert_eq!(copy.derived_from.as_ref().unwrap().plan_id, PLAN);
     assert!(copy
         .stances
@@ -895,15 +855,7 @@ async fn seeded_e3_counter_proposal_compares_against_the_us_plan() {
     );
     assert_eq!(changed(pb::LineageChange::LineageUnchanged).len(), 18);
     // What changed in point 6 between the drafts, in words.
-    let e3_p6 = c
-        .get_clause(pb::GetClauseRequest {
-            plan_id: "e3-counter-proposal".into(),
-            clause_id: "p6".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let e3_p6 = c.latest_clause("e3-counter-proposal", "p6").await;
     assert!(e3_p6.text.contains("800,000"));
     assert_eq!(e3_p6.derived_from.unwrap().clause_id, "p6");
     // Europe supports its own edits; Russia's rejection is recorded with its source.

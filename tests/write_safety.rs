@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::process;
-use common::{bad_request_field, stance, TestServer, PLAN};
+use common::{bad_request_field, stance, ReadExt, TestServer, PLAN};
 use peace_tracker::pb;
 use peace_tracker::pb::clause_tracker_client::ClauseTrackerClient;
 use tokio::sync::Mutex;
@@ -30,15 +30,7 @@ async fn racing_writers_with_expected_version_lose_no_update() {
             let mut won = Vec::new();
             let mut aborted = 0;
             while won.len() < EACH {
-                let current = c
-                    .get_clause(pb::GetClauseRequest {
-                        plan_id: PLAN.into(),
-                        clause_id: "p12".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let current = c.latest_clause(PLAN, "p12").await;
                 let attempt = pb::SetStanceRequest {
                     note: format!("writer {w} update {}", won.len()),
                     expected_version: current.version,
@@ -481,14 +473,8 @@ async fn a_clean_stop_writes_a_checkpoint_covering_the_last_writes() {
     let mut restarted = process::spawn(&data, &[]).await;
     let clause = client_for(restarted.addr)
         .await
-        .get_clause(pb::GetClauseRequest {
-            plan_id: PLAN.into(),
-            clause_id: "p12".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .latest_clause(PLAN, "p12")
+        .await;
     assert_eq!(clause.mod_revision, rev.revision);
     restarted.child.start_kill().unwrap();
 }

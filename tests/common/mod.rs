@@ -144,3 +144,23 @@ pub async fn all_revisions(
         }
     }
 }
+
+/// Reads that many tests share.
+#[allow(async_fn_in_trait)]
+pub trait ReadExt {
+    /// The clause's latest version; panics on any error.
+    async fn latest_clause(&mut self, plan_id: &str, clause_id: &str) -> pb::Clause;
+}
+
+impl ReadExt for ClauseTrackerClient<Channel> {
+    async fn latest_clause(&mut self, plan_id: &str, clause_id: &str) -> pb::Clause {
+        self.get_clause(pb::GetClauseRequest {
+            plan_id: plan_id.into(),
+            clause_id: clause_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("GetClause {plan_id}/{clause_id}: {e}"))
+        .into_inner()
+    }
+}

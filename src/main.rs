@@ -156,35 +156,18 @@ fn serve(cli: Cli) -> ExitCode {
 
 /// The shutdown checkpoint ([`Store::checkpoint`]): makes the next start fast.
 /// A failure costs only that, so it is logged, not fatal.
-///
-/// sled's own background threads can keep its file lock for a moment after
-/// the last handle is dropped (seen on the first stop after a start that read
-/// a fresh snapshot), so a locked store is retried for up to [`LOCK_PATIENCE`].
 fn checkpoint(data_dir: &std::path::Path) {
     let started = std::time::Instant::now();
-    loop {
-        match Store::checkpoint(data_dir) {
-            Ok(()) => {
-                tracing::info!(
-                    ms = started.elapsed().as_millis() as u64,
-                    "checkpoint written; the next start will not replay the log"
-                );
-                return;
-            }
-            Err(e) if e.to_string().contains("lock") && started.elapsed() < LOCK_PATIENCE => {
-                tracing::debug!(cause = %e, "store still locked; retrying the checkpoint");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => {
-                tracing::warn!(cause = %e, "shutdown checkpoint failed; the next start replays the log");
-                return;
-            }
+    match Store::checkpoint(data_dir, std::time::Duration::from_secs(5)) {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written; the next start will not replay the log"
+        ),
+        Err(e) => {
+            tracing::warn!(cause = %e, "shutdown checkpoint failed; the next start replays the log")
         }
     }
 }
-
-/// How long the shutdown checkpoint waits for sled to release its lock.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when the future is first polled: the server announces it is

@@ -50,6 +50,7 @@ pub mod keys;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -106,6 +107,19 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
 }
 
+/// Opens the sled database in `dir` with the store's settings.
+fn open_db(dir: &Path, flush_every_ms: Option<u64>) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .flush_every_ms(flush_every_ms)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+}
+
+fn open_error(dir: &Path, e: sled::Error) -> Error {
+    Error::Storage(format!("cannot open store at {}: {e}", dir.display()))
+}
+
 impl Store {
     /// Writes sled's snapshot of its page table, so that the next start need
     /// not replay the log written since the last one: the store's shutdown
@@ -118,11 +132,25 @@ impl Store {
     /// database's shutdown checkpoint moves its WAL replay). A start after a
     /// crash still replays, and is still correct.
     ///
-    /// Every other handle on the store must be dropped first (sled holds an
-    /// exclusive lock on its files).
-    pub fn checkpoint(dir: &Path) -> Result<()> {
-        let store = Store::open_unchecked(dir, None)?;
-        store.flush()
+    /// Every other handle on the store must be dropped first: sled holds an
+    /// exclusive lock on its files. Its background threads can keep that lock
+    /// for a moment after the last handle is gone (seen on the first stop
+    /// after a start from a fresh snapshot), so a locked store is retried for
+    /// up to `patience`.
+    pub fn checkpoint(dir: &Path, patience: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match open_db(dir, None) {
+                Ok(db) => return Store { db }.flush(),
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && started.elapsed() < patience =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(dir, e)),
+            }
+        }
     }
 
     /// Opens (or creates) the store in `dir`, checks its schema version and that
@@ -138,12 +166,7 @@ impl Store {
 
     /// Opens without the consistency check, for `peace-tracker check` to report on.
     pub fn open_unchecked(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(flush_every_ms)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot open store at {}: {e}", dir.display())))?;
+        let db = open_db(dir, flush_every_ms).map_err(|e| open_error(dir, e))?;
         let store = Store { db };
         match store.db.get(keys::SCHEMA)? {
             Some(v) => {

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -39,35 +39,82 @@ pub struct Lagged {
     pub oldest: u64,
 }
 
-/// A committed revision as the ring holds it, with a slot for its wire form.
+/// A committed revision as the ring holds it, with slots for its wire forms.
 ///
-/// The slot is for the edge layer: the first watcher that sends the revision
-/// stores its encoding there and every other watcher sends those same bytes,
-/// so a revision is rendered and encoded once, not once per watcher. The hub
-/// never looks inside the bytes.
+/// The slots are for the edge layer: the first watcher that sends the
+/// revision in a given form (the edge names forms by a key, such as a read
+/// mask) stores its encoding there and every other watcher wanting that form
+/// sends those same bytes, so a revision is rendered and encoded once per
+/// form, not once per watcher. The hub never looks inside the bytes.
+///
+/// The first form used has a lock-free slot (in practice most watchers want
+/// the same form); up to [`EXTRA_WIRE_FORMS`] more are kept behind a mutex,
+/// and forms beyond those are encoded by each watcher for itself.
 pub struct Published {
     committed: Arc<Revision>,
-    wire: OnceLock<Bytes>,
+    first_form: OnceLock<(u32, Bytes)>,
+    extra_forms: Mutex<Vec<(u32, Bytes)>>,
 }
 
+/// Wire forms kept per revision besides the first.
+pub const EXTRA_WIRE_FORMS: usize = 3;
+
 impl Published {
-    /// An entry with an empty wire slot (also used for revisions read from the
+    /// An entry with empty wire slots (also used for revisions read from the
     /// store by a watcher that lagged behind the ring).
     pub fn new(committed: Arc<Revision>) -> Published {
         Published {
             committed,
-            wire: OnceLock::new(),
+            first_form: OnceLock::new(),
+            extra_forms: Mutex::new(Vec::new()),
         }
     }
 
-    /// The wire form, made by `encode` if no one has made it yet. Two watchers
-    /// racing may both encode; one result is kept and both are identical.
-    pub fn wire_or_init<E>(&self, encode: impl FnOnce() -> Result<Bytes, E>) -> Result<Bytes, E> {
-        if let Some(bytes) = self.wire.get() {
-            return Ok(bytes.clone());
+    /// The wire form named `form`, made by `encode` if no one has made it yet.
+    /// Two watchers racing may both encode; one result is kept and both are
+    /// identical.
+    pub fn wire_or_init<E>(
+        &self,
+        form: u32,
+        encode: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        match self.first_form.get() {
+            Some((key, bytes)) if *key == form => return Ok(bytes.clone()),
+            Some(_) => {}
+            None => {
+                let bytes = encode()?;
+                let (key, kept) = self.first_form.get_or_init(|| (form, bytes.clone()));
+                // Lost the race to another form: fall through to the extras.
+                if *key == form {
+                    return Ok(kept.clone());
+                }
+                return Ok(self.keep_extra(form, bytes));
+            }
+        }
+        if let Some(bytes) = self.extra(form) {
+            return Ok(bytes);
         }
         let bytes = encode()?;
-        Ok(self.wire.get_or_init(|| bytes).clone())
+        Ok(self.keep_extra(form, bytes))
+    }
+
+    fn extra(&self, form: u32) -> Option<Bytes> {
+        let extras = self.extra_forms.lock().unwrap_or_else(|e| e.into_inner());
+        extras
+            .iter()
+            .find(|(k, _)| *k == form)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn keep_extra(&self, form: u32, bytes: Bytes) -> Bytes {
+        let mut extras = self.extra_forms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, kept)) = extras.iter().find(|(k, _)| *k == form) {
+            return kept.clone();
+        }
+        if extras.len() < EXTRA_WIRE_FORMS {
+            extras.push((form, bytes.clone()));
+        }
+        bytes
     }
 }
 
@@ -231,6 +278,32 @@ mod tests {
     }
 
     #[test]
+    fn each_wire_form_is_encoded_once_up_to_the_kept_forms() {
+        use std::cell::Cell;
+        let entry = Published::new(rev(1));
+        let encodes = Cell::new(0);
+        let form = |key: u32| {
+            entry
+                .wire_or_init(key, || {
+                    encodes.set(encodes.get() + 1);
+                    Ok::<_, ()>(Bytes::from(format!("form {key}")))
+                })
+                .unwrap()
+        };
+        let kept = 1 + EXTRA_WIRE_FORMS as u32;
+        for round in 0..3 {
+            for key in 0..kept {
+                assert_eq!(form(key), Bytes::from(format!("form {key}")));
+            }
+            assert_eq!(encodes.get(), kept, "round {round}: kept forms are reused");
+        }
+        // A form past the kept ones is still right, made afresh each time.
+        assert_eq!(form(kept), Bytes::from(format!("form {kept}")));
+        assert_eq!(form(kept), Bytes::from(format!("form {kept}")));
+        assert_eq!(encodes.get(), kept + 2);
+    }
+
+    #[test]
     fn ring_keeps_the_newest_and_reports_lag() {
         let hub = Hub::new(0, 3);
         hub.publish(&(1..=5).map(rev).collect::<Vec<_>>());
@@ -244,11 +317,11 @@ mod tests {
             .collect();
         assert_eq!(got, vec![3, 4, 5]);
         assert!(hub.read_from(6, 10).unwrap().is_empty());
-        // Every reader of a revision shares one wire slot.
+        // Every reader of a revision shares one wire slot per form.
         let first = &hub.read_from(5, 1).unwrap()[0];
-        let made = first.wire_or_init(|| Ok::<_, ()>(Bytes::from_static(b"five")));
+        let made = first.wire_or_init(7, || Ok::<_, ()>(Bytes::from_static(b"five")));
         let again = hub.read_from(5, 1).unwrap()[0]
-            .wire_or_init(|| -> Result<Bytes, ()> { panic!("encoded twice") });
+            .wire_or_init(7, || -> Result<Bytes, ()> { panic!("encoded twice") });
         assert_eq!(made, again);
         let got: Vec<u64> = hub
             .read_from(4, 1)

@@ -873,3 +873,168 @@ async fn seeded_e3_counter_proposal_compares_against_the_us_plan() {
     assert_eq!(russia.position, pb::Position::Oppose as i32);
     assert!(russia.source_url.contains("kyivindependent"));
 }
+
+fn read_mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn read_mask_trims_what_writes_apply_and_list_revisions_return() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let head = server.store.head().unwrap();
+
+    let rev = c
+        .set_stance(pb::SetStanceRequest {
+            read_mask: read_mask(&["revision", "clause_version"]),
+            ..stance("p5", "europe", pb::Position::Support)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let version = c.latest_clause(PLAN, "p5").await.version;
+    assert_eq!(
+        rev,
+        pb::Revision {
+            revision: head + 1,
+            clause_version: version,
+            ..Default::default()
+        }
+    );
+    // The mask trims the answer, not the commit: the revision is whole in the log.
+    let logged = c
+        .list_revisions(pb::ListRevisionsRequest {
+            start_revision: head + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    assert_eq!(logged.len(), 1);
+    assert!(logged[0].clause.is_some() && logged[0].previous.is_some());
+    assert_eq!(logged[0].party_id, "europe");
+
+    // "*" is every field.
+    let rev = c
+        .set_clause_status(pb::SetClauseStatusRequest {
+            plan_id: PLAN.into(),
+            clause_id: "p5".into(),
+            status: pb::ClauseStatus::Negotiating as i32,
+            read_mask: read_mask(&["*"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rev.clause.is_some() && rev.previous.is_some() && rev.commit_time.is_some());
+
+    // Apply masks every revision it returns.
+    let applied = c
+        .apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes: ["p6", "p7"]
+                .into_iter()
+                .map(|clause| pb::Change {
+                    change: Some(pb::change::Change::SetStance(stance(
+                        clause,
+                        "russia",
+                        pb::Position::Oppose,
+                    ))),
+                })
+                .collect(),
+            read_mask: read_mask(&["revision", "clause_id", "party_id"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    let want: Vec<pb::Revision> = [("p6", head + 3), ("p7", head + 4)]
+        .into_iter()
+        .map(|(clause, revision)| pb::Revision {
+            revision,
+            clause_id: clause.into(),
+            party_id: "russia".into(),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(applied, want);
+
+    // ListRevisions takes a mask too.
+    let listed = c
+        .list_revisions(pb::ListRevisionsRequest {
+            start_revision: head + 1,
+            read_mask: read_mask(&["revision", "kind"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    let kinds: Vec<(u64, i32)> = listed.iter().map(|r| (r.revision, r.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (head + 1, pb::ChangeKind::StanceSet as i32),
+            (head + 2, pb::ChangeKind::StatusChanged as i32),
+            (head + 3, pb::ChangeKind::StanceSet as i32),
+            (head + 4, pb::ChangeKind::StanceSet as i32),
+        ]
+    );
+    assert!(listed
+        .iter()
+        .all(|r| r.clause.is_none() && r.plan_id.is_empty()));
+}
+
+#[tokio::test]
+async fn a_bad_read_mask_is_invalid_and_commits_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let head = server.store.head().unwrap();
+
+    let err = c
+        .set_stance(pb::SetStanceRequest {
+            read_mask: read_mask(&["revision", "clauseVersion"]),
+            ..stance("p5", "europe", pb::Position::Support)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_field(&err), "read_mask.paths[1]");
+    assert!(
+        err.message().contains("clause_version"),
+        "{}",
+        err.message()
+    );
+
+    // In Apply, the mask belongs on the batch, not on a change.
+    let err = c
+        .apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes: vec![pb::Change {
+                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
+                    read_mask: read_mask(&["revision"]),
+                    ..stance("p5", "europe", pb::Position::Support)
+                })),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_field(&err), "changes[0].set_stance.read_mask");
+
+    let err = c
+        .list_revisions(pb::ListRevisionsRequest {
+            read_mask: read_mask(&["clause.title"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_field(&err), "read_mask.paths[0]");
+
+    assert_eq!(server.store.head().unwrap(), head, "nothing was committed");
+}

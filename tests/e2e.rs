@@ -82,6 +82,27 @@ async fn grpcurl_lists_describes_reads_writes_and_reports_errors() {
     assert_eq!(rev["author"], "e2e-desk");
     assert_eq!(rev["kind"], "CHANGE_KIND_STANCE_SET");
 
+    // A read mask (grpcurl 1.8.6 takes a FieldMask as {"paths": [...]}) trims the answer.
+    let slim = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"plan_id":"us-28-point","clause_id":"p21","party_id":"europe","position":"POSITION_AMEND","read_mask":{"paths":["revision","clause_version"]}}"#,
+        &addr,
+        "peace.v1.ClauseTracker/SetStance",
+    ])
+    .await;
+    assert!(
+        slim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&slim.stderr)
+    );
+    let slim: serde_json::Value = serde_json::from_slice(&slim.stdout).unwrap();
+    let mut fields: Vec<&String> = slim.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["clauseVersion", "revision"], "{slim}");
+    let next = rev["revision"].as_str().unwrap().parse::<u64>().unwrap() + 1;
+    assert_eq!(slim["revision"], next.to_string());
+
     // grpcurl exits 64 + the status code: NOT_FOUND (5) -> 69, INVALID_ARGUMENT (3) -> 67.
     let missing = grpcurl(&[
         "-plaintext",

@@ -3,10 +3,11 @@
 
 mod common;
 
-use common::{stance, TestServer, PLAN};
+use common::{bad_request_field, stance, TestServer, PLAN};
 use peace_tracker::pb;
 use peace_tracker::pb::watch_event::Event;
 use peace_tracker::server::Config;
+use prost_types::FieldMask;
 use tonic::{Code, Streaming};
 
 fn watch(start_revision: u64) -> pb::WatchRequest {
@@ -361,4 +362,98 @@ async fn shutdown_ends_open_watches_with_unavailable_naming_the_last_revision() 
         );
     }
     stopping.await.unwrap();
+}
+
+fn mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn each_watcher_gets_events_in_its_own_read_mask_live_and_replayed() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let seeded_head = server.store.head().unwrap();
+    let mut full = c.watch(watch(0)).await.unwrap().into_inner();
+    let mut slim = c
+        .watch(pb::WatchRequest {
+            read_mask: mask(&["revision", "clause_id", "kind"]),
+            ..watch(0)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut full, &mut slim] {
+        assert!(matches!(next(stream).await, Event::Progress(_)));
+    }
+    for party in ["ukraine", "russia"] {
+        c.set_stance(stance("p3", party, pb::Position::Amend))
+            .await
+            .unwrap();
+    }
+    let live_revisions = [seeded_head + 1, seeded_head + 2];
+    for want in live_revisions {
+        let Event::Revision(f) = next(&mut full).await else {
+            panic!("expected a revision")
+        };
+        let Event::Revision(s) = next(&mut slim).await else {
+            panic!("expected a revision")
+        };
+        assert_eq!((f.revision, s.revision), (want, want));
+        assert!(f.clause.is_some() && f.previous.is_some());
+        assert_eq!(
+            f.party_id,
+            if want == seeded_head + 1 {
+                "ukraine"
+            } else {
+                "russia"
+            }
+        );
+        // The masked watcher gets exactly the named fields.
+        assert_eq!(
+            s,
+            pb::Revision {
+                revision: want,
+                clause_id: "p3".into(),
+                kind: pb::ChangeKind::StanceSet as i32,
+                ..Default::default()
+            }
+        );
+    }
+
+    // A replay from the store honours the mask too, and so does its Progress hand-off.
+    let mut replay = c
+        .watch(pb::WatchRequest {
+            read_mask: mask(&["revision", "clause"]),
+            ..watch(seeded_head + 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in live_revisions {
+        let Event::Revision(r) = next(&mut replay).await else {
+            panic!("expected a revision")
+        };
+        assert_eq!(r.revision, want);
+        assert!(r.clause.is_some(), "clause was asked for");
+        assert!(r.previous.is_none() && r.plan_id.is_empty() && r.commit_time.is_none());
+    }
+    assert!(matches!(next(&mut replay).await, Event::Progress(p) if p.caught_up));
+}
+
+#[tokio::test]
+async fn a_bad_read_mask_on_watch_is_refused_before_any_event() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let err = c
+        .watch(pb::WatchRequest {
+            read_mask: mask(&["revision", "clause.stances"]),
+            ..watch(0)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_field(&err), "read_mask.paths[1]");
+    assert!(err.message().contains("top-level"), "{}", err.message());
 }

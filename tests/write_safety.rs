@@ -226,6 +226,7 @@ async fn apply_is_all_or_nothing_with_consecutive_revisions() {
                 },
             )),
         ],
+        read_mask: None,
     };
     let revs = c.apply(good.clone()).await.unwrap().into_inner().revisions;
     let numbers: Vec<u64> = revs.iter().map(|r| r.revision).collect();

@@ -80,6 +80,43 @@ struct Common {
     /// HTTP/2 connections to spread the load over.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// peace-tracker only: the Revision fields that writes and watch events
+    /// return (`read_mask`, AIP-157), comma-separated, e.g. `revision,reason`.
+    /// Default: every field, the whole clause before and after.
+    #[arg(long, value_delimiter = ',')]
+    read_mask: Vec<String>,
+}
+
+impl Common {
+    /// The `read_mask` to send, if any.
+    fn field_mask(&self) -> Option<prost_types::FieldMask> {
+        (!self.read_mask.is_empty()).then(|| prost_types::FieldMask {
+            paths: self.read_mask.clone(),
+        })
+    }
+
+    /// The mask as the JSON line reports it ("" = every field).
+    fn read_mask_label(&self) -> String {
+        self.read_mask.join(",")
+    }
+
+    /// Refuses options that do not apply to the target or the bench.
+    fn check(&self, bench: &str) -> Result<(), BoxError> {
+        if self.read_mask.is_empty() {
+            return Ok(());
+        }
+        if self.target == Target::Etcd {
+            return Err("--read-mask applies to peace-tracker only (etcd has no read mask)".into());
+        }
+        if bench == "read" {
+            return Err("--read-mask applies to the write and watch benches".into());
+        }
+        if bench == "watch" && !self.read_mask.iter().any(|p| p == "reason" || p == "*") {
+            // The writer numbers its writes in `reason`.
+            return Err("the watch bench needs `reason` in --read-mask".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -134,9 +171,13 @@ async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, BoxError> {
 /// One client of either target.
 #[derive(Clone)]
 enum Client {
-    Peace(ClauseTrackerClient<Channel>),
+    /// A peace-tracker client and the read mask its writes send.
+    Peace(
+        Box<ClauseTrackerClient<Channel>>,
+        Option<prost_types::FieldMask>,
+    ),
     #[cfg(feature = "etcd")]
-    Etcd(etcd_client::KvClient),
+    Etcd(Box<etcd_client::KvClient>),
 }
 
 async fn clients(common: &Common, n: usize) -> Result<Vec<Client>, BoxError> {
@@ -146,7 +187,7 @@ async fn clients(common: &Common, n: usize) -> Result<Vec<Client>, BoxError> {
             .into_iter()
             .cycle()
             .take(n)
-            .map(|ch| Client::Peace(ClauseTrackerClient::new(ch)))
+            .map(|ch| Client::Peace(Box::new(ClauseTrackerClient::new(ch)), common.field_mask()))
             .collect()),
         #[cfg(feature = "etcd")]
         Target::Etcd => {
@@ -162,7 +203,7 @@ async fn clients(common: &Common, n: usize) -> Result<Vec<Client>, BoxError> {
                 .into_iter()
                 .cycle()
                 .take(n)
-                .map(Client::Etcd)
+                .map(|kv| Client::Etcd(Box::new(kv)))
                 .collect())
         }
         #[cfg(not(feature = "etcd"))]
@@ -176,7 +217,7 @@ impl Client {
     async fn write(&mut self, i: u64, reason: String) -> Result<(), BoxError> {
         let (clause, party) = key_of(i);
         match self {
-            Client::Peace(c) => {
+            Client::Peace(c, read_mask) => {
                 c.set_stance(pb::SetStanceRequest {
                     plan_id: PLAN.into(),
                     clause_id: clause,
@@ -184,6 +225,7 @@ impl Client {
                     position: pb::Position::Amend as i32,
                     note: NOTE.into(),
                     reason,
+                    read_mask: read_mask.clone(),
                     ..Default::default()
                 })
                 .await?;
@@ -204,7 +246,7 @@ impl Client {
     async fn read(&mut self, i: u64) -> Result<(), BoxError> {
         let (clause, party) = key_of(i);
         match self {
-            Client::Peace(c) => {
+            Client::Peace(c, _) => {
                 let _ = party;
                 c.get_clause(pb::GetClauseRequest {
                     plan_id: PLAN.into(),
@@ -252,6 +294,7 @@ fn progress(done: Arc<AtomicU64>, total: u64, what: &'static str) -> tokio::task
 
 async fn load(args: LoadArgs, write: bool) -> Result<(), BoxError> {
     let bench = if write { "write" } else { "read" };
+    args.common.check(bench)?;
     let clients = clients(&args.common, args.clients).await?;
     if !write && args.common.target == Target::Etcd {
         // Make sure every key exists so gets return a value.
@@ -317,9 +360,10 @@ async fn load(args: LoadArgs, write: bool) -> Result<(), BoxError> {
         ms(hist.max())
     );
     println!(
-        "{{\"bench\":\"{bench}\",\"target\":\"{}\",\"clients\":{},\"ops\":{ops},\"ops_per_sec\":{ops_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"errors\":{errors}}}",
+        "{{\"bench\":\"{bench}\",\"target\":\"{}\",\"clients\":{},\"read_mask\":\"{}\",\"ops\":{ops},\"ops_per_sec\":{ops_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"errors\":{errors}}}",
         args.common.target.name(),
-        args.clients
+        args.clients,
+        args.common.read_mask_label()
     );
     Ok(())
 }
@@ -411,6 +455,7 @@ fn bench_seq(text: &str) -> Option<u64> {
 }
 
 async fn watch(args: WatchArgs) -> Result<(), BoxError> {
+    args.common.check("watch")?;
     let total = args.rate * args.duration;
     let (all_ready_tx, mut all_ready) = tokio::sync::watch::channel(false);
     let run = WatchRun {
@@ -427,13 +472,16 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
     match args.common.target {
         Target::PeaceTracker => {
             let conns = channels(&args.common.addr, args.common.connections).await?;
+            let read_mask = args.common.field_mask();
             for w in 0..args.watchers {
                 let mut client = ClauseTrackerClient::new(conns[w % conns.len()].clone());
+                let read_mask = read_mask.clone();
                 let run = run.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut stream = client
                         .watch(pb::WatchRequest {
                             plan_id: PLAN.into(),
+                            read_mask: read_mask.clone(),
                             ..Default::default()
                         })
                         .await?
@@ -564,10 +612,11 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
         write_errors
     );
     println!(
-        "{{\"bench\":\"watch\",\"target\":\"{}\",\"watchers\":{},\"rate\":{},\"writes\":{total},\"events_per_sec\":{events_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"missing\":{missing},\"out_of_order\":{out_of_order},\"errors\":{write_errors}}}",
+        "{{\"bench\":\"watch\",\"target\":\"{}\",\"watchers\":{},\"rate\":{},\"read_mask\":\"{}\",\"writes\":{total},\"events_per_sec\":{events_per_sec:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"missing\":{missing},\"out_of_order\":{out_of_order},\"errors\":{write_errors}}}",
         args.common.target.name(),
         args.watchers,
-        args.rate
+        args.rate,
+        args.common.read_mask_label()
     );
     Ok(())
 }

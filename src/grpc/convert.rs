@@ -3,6 +3,7 @@
 //! formed and within its limit, and the error names the field as the client
 //! spelled it (proto names, e.g. `stated_at`, `changes[2].set_stance.note`).
 
+use super::mask::{RevisionField, RevisionMask};
 use crate::domain::{
     analysis, limits, ChangeKind, Clause, ClauseRef, ClauseStatus, Command, Consensus, Party,
     PartySpec, Plan, Position, Revision, Stance, Timestamp, Write,
@@ -17,6 +18,19 @@ pub struct WriteRequest {
     pub write: Write,
     /// AIP-155 request id ("" = none).
     pub request_id: String,
+    /// Which fields of the returned revision to fill (AIP-157).
+    pub read_mask: RevisionMask,
+}
+
+/// A validated `Apply`: its writes, in order, and what applies to all of them.
+#[derive(Debug)]
+pub struct ApplyBatch {
+    /// The changes.
+    pub writes: Vec<Write>,
+    /// AIP-155 request id ("" = none).
+    pub request_id: String,
+    /// Which fields of each returned revision to fill (AIP-157).
+    pub read_mask: RevisionMask,
 }
 
 // ---- enums -----------------------------------------------------------------
@@ -222,24 +236,75 @@ pub fn clause_to(clause: &Clause, plan: &Plan) -> pb::Clause {
 /// The protobuf form of a revision; `plan` is the plan's latest state (its
 /// parties are cut back to those that existed at the revision).
 pub fn revision_to(rev: &Revision, plan: &Plan) -> pb::Revision {
-    let plan_then = plan.at_revision(rev.revision);
-    let plan_before = plan.at_revision(rev.revision.saturating_sub(1));
-    pb::Revision {
-        revision: rev.revision,
-        plan_id: rev.plan_id.clone(),
-        clause_id: rev.clause_id.clone().unwrap_or_default(),
-        clause_version: rev.clause_version,
-        kind: kind_to(rev.kind) as i32,
-        author: rev.author.clone(),
-        reason: rev.reason.clone(),
-        source_url: rev.source_url.clone(),
-        commit_time: Some(timestamp_to(rev.commit_time)),
-        request_id: rev.request_id.clone(),
-        clause: rev.clause.as_ref().map(|c| clause_to(c, &plan_then)),
-        previous: rev.previous.as_ref().map(|c| clause_to(c, &plan_before)),
-        plan: rev.plan.as_ref().map(plan_to),
-        party_id: rev.party_id.clone().unwrap_or_default(),
-    }
+    revision_masked(rev, Some(plan), RevisionMask::ALL)
+        .expect("a full revision renders with its plan at hand")
+}
+
+/// The fields of `rev` that `mask` selects (AIP-157); the others keep their
+/// defaults. The clause snapshots list stances in the plan's party order, so
+/// `plan` is needed when the mask selects `clause` or `previous`
+/// ([`RevisionMask::needs_plan`]); otherwise it may be `None`.
+pub fn revision_masked(
+    rev: &Revision,
+    plan: Option<&Plan>,
+    mask: RevisionMask,
+) -> Result<pb::Revision> {
+    use RevisionField as F;
+    let pick = |field: F, value: &str| {
+        if mask.has(field) {
+            value.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let snapshot = |field: F, clause: Option<&Clause>, at: u64| -> Result<Option<pb::Clause>> {
+        match clause.filter(|_| mask.has(field)) {
+            None => Ok(None),
+            Some(clause) => {
+                let plan = plan.ok_or_else(|| {
+                    Error::Storage(format!(
+                        "revision {} rendered without its plan",
+                        rev.revision
+                    ))
+                })?;
+                Ok(Some(clause_to(clause, &plan.at_revision(at))))
+            }
+        }
+    };
+    Ok(pb::Revision {
+        revision: if mask.has(F::Revision) {
+            rev.revision
+        } else {
+            0
+        },
+        plan_id: pick(F::PlanId, &rev.plan_id),
+        clause_id: pick(F::ClauseId, rev.clause_id.as_deref().unwrap_or_default()),
+        clause_version: if mask.has(F::ClauseVersion) {
+            rev.clause_version
+        } else {
+            0
+        },
+        kind: if mask.has(F::Kind) {
+            kind_to(rev.kind) as i32
+        } else {
+            0
+        },
+        author: pick(F::Author, &rev.author),
+        reason: pick(F::Reason, &rev.reason),
+        source_url: pick(F::SourceUrl, &rev.source_url),
+        commit_time: mask
+            .has(F::CommitTime)
+            .then(|| timestamp_to(rev.commit_time)),
+        request_id: pick(F::RequestId, &rev.request_id),
+        clause: snapshot(F::Clause, rev.clause.as_ref(), rev.revision)?,
+        previous: snapshot(
+            F::Previous,
+            rev.previous.as_ref(),
+            rev.revision.saturating_sub(1),
+        )?,
+        plan: rev.plan.as_ref().filter(|_| mask.has(F::Plan)).map(plan_to),
+        party_id: pick(F::PartyId, rev.party_id.as_deref().unwrap_or_default()),
+    })
 }
 
 // ---- protobuf -> domain (validation) ---------------------------------------
@@ -305,6 +370,7 @@ impl TryFrom<pb::CreatePlanRequest> for WriteRequest {
                 "a plan cannot derive from itself",
             ));
         }
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::CreatePlan {
@@ -318,6 +384,7 @@ impl TryFrom<pb::CreatePlanRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
@@ -333,6 +400,7 @@ impl TryFrom<pb::AddPartyRequest> for WriteRequest {
             .ok_or_else(|| Error::invalid("party", "is required"))?;
         let party = party_spec("party", party)?;
         meta(&req.reason, &req.source_url, &req.request_id, "source_url")?;
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::AddParty {
@@ -343,6 +411,7 @@ impl TryFrom<pb::AddPartyRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
@@ -358,6 +427,7 @@ impl TryFrom<pb::CreateClauseRequest> for WriteRequest {
         limits::text("text", &req.text, limits::MAX_TEXT, true)?;
         limits::topics("topics", &req.topics)?;
         meta(&req.reason, &req.source_url, &req.request_id, "source_url")?;
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::CreateClause {
@@ -372,6 +442,7 @@ impl TryFrom<pb::CreateClauseRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
@@ -424,6 +495,7 @@ impl TryFrom<pb::AmendClauseRequest> for WriteRequest {
                 }
             }
         }
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::AmendClause {
@@ -439,6 +511,7 @@ impl TryFrom<pb::AmendClauseRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
@@ -459,6 +532,7 @@ impl TryFrom<pb::SetStanceRequest> for WriteRequest {
             .as_ref()
             .map(|t| timestamp_from("stated_at", t))
             .transpose()?;
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::SetStance {
@@ -476,6 +550,7 @@ impl TryFrom<pb::SetStanceRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
@@ -488,6 +563,7 @@ impl TryFrom<pb::SetClauseStatusRequest> for WriteRequest {
         limits::id("clause_id", &req.clause_id)?;
         let status = status_from("status", req.status)?;
         meta(&req.reason, &req.source_url, &req.request_id, "source_url")?;
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WriteRequest {
             write: Write {
                 command: Command::SetClauseStatus {
@@ -500,15 +576,17 @@ impl TryFrom<pb::SetClauseStatusRequest> for WriteRequest {
                 source_url: req.source_url,
             },
             request_id: req.request_id,
+            read_mask,
         })
     }
 }
 
 /// An Apply batch: its writes (each inheriting the batch's plan and reason) and its request id.
-pub fn apply_from(req: pb::ApplyRequest) -> Result<(Vec<Write>, String)> {
+pub fn apply_from(req: pb::ApplyRequest) -> Result<ApplyBatch> {
     limits::id("plan_id", &req.plan_id)?;
     limits::text("reason", &req.reason, limits::MAX_REASON, false)?;
     limits::request_id("request_id", &req.request_id)?;
+    let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
     if req.changes.is_empty() {
         return Err(Error::invalid(
             "changes",
@@ -528,8 +606,18 @@ pub fn apply_from(req: pb::ApplyRequest) -> Result<(Vec<Write>, String)> {
     let mut writes = Vec::with_capacity(req.changes.len());
     for (i, change) in req.changes.into_iter().enumerate() {
         let at = format!("changes[{i}]");
-        let inherit = |plan_id: &mut String, reason: &mut String, request_id: &str, name: &str| {
+        let inherit = |plan_id: &mut String,
+                       reason: &mut String,
+                       request_id: &str,
+                       read_mask: &Option<prost_types::FieldMask>,
+                       name: &str| {
             let here = format!("{at}.{name}");
+            if read_mask.as_ref().is_some_and(|m| !m.paths.is_empty()) {
+                return Err(Error::invalid(
+                    format!("{here}.read_mask"),
+                    "set read_mask on the ApplyRequest, not on a change",
+                ));
+            }
             if !request_id.is_empty() {
                 return Err(Error::invalid(
                     format!("{here}.request_id"),
@@ -554,26 +642,30 @@ pub fn apply_from(req: pb::ApplyRequest) -> Result<(Vec<Write>, String)> {
         };
         let (write, field) = match change.change {
             Some(pb::change::Change::CreateClause(mut c)) => {
-                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), "create_clause")?;
+                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), &c.read_mask.clone(), "create_clause")?;
                 (WriteRequest::try_from(c), here)
             }
             Some(pb::change::Change::AmendClause(mut c)) => {
-                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), "amend_clause")?;
+                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), &c.read_mask.clone(), "amend_clause")?;
                 (WriteRequest::try_from(c), here)
             }
             Some(pb::change::Change::SetStance(mut c)) => {
-                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), "set_stance")?;
+                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), &c.read_mask.clone(), "set_stance")?;
                 (WriteRequest::try_from(c), here)
             }
             Some(pb::change::Change::SetClauseStatus(mut c)) => {
-                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), "set_clause_status")?;
+                let here = inherit(&mut c.plan_id, &mut c.reason, &c.request_id.clone(), &c.read_mask.clone(), "set_clause_status")?;
                 (WriteRequest::try_from(c), here)
             }
             None => return Err(Error::invalid(at, "names no change (set one of create_clause, amend_clause, set_stance, set_clause_status)")),
         };
         writes.push(write.map_err(|e| e.within(&field))?.write);
     }
-    Ok((writes, req.request_id))
+    Ok(ApplyBatch {
+        writes,
+        request_id: req.request_id,
+        read_mask,
+    })
 }
 
 // ---- analysis -> protobuf --------------------------------------------------
@@ -786,7 +878,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (writes, _) = apply_from(req).unwrap();
+        let writes = apply_from(req).unwrap().writes;
         assert_eq!(writes[0].command.plan_id(), "us-28-point");
         assert_eq!(writes[0].reason, "batch");
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod mask;
 pub mod page;
 pub mod service;
 pub mod status;

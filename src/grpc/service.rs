@@ -8,6 +8,7 @@ use tracing::{debug, instrument};
 
 use super::auth::{Access, Auth};
 use super::convert::{self, WriteRequest};
+use super::mask::RevisionMask;
 use super::page;
 use super::watch::{self, WatchLimits};
 use crate::domain::{analysis, limits, Clause, ClauseStatus, Consensus, Plan, Position, Revision};
@@ -103,15 +104,18 @@ impl Tracker {
             .first()
             .ok_or_else(|| Error::Storage(format!("{what} committed no revision")))?;
         debug!(revision = first.revision, what, "write committed");
-        Ok(self.render_revision(first)?)
+        Ok(self.render_revision(first, req.read_mask)?)
     }
 
-    fn render_revision(&self, rev: &Revision) -> Result<pb::Revision> {
-        let plan = match &rev.plan {
-            Some(plan) => plan.clone(),
-            None => self.plan_or_not_found(&rev.plan_id)?,
+    /// A committed revision as a write returns it: the plan (for the stance
+    /// order of the snapshots) is read only if the mask selects a snapshot.
+    fn render_revision(&self, rev: &Revision, mask: RevisionMask) -> Result<pb::Revision> {
+        let plan = match (&rev.plan, mask.needs_plan()) {
+            (_, false) => None,
+            (Some(plan), true) => Some(plan.clone()),
+            (None, true) => Some(self.plan_or_not_found(&rev.plan_id)?),
         };
-        Ok(convert::revision_to(rev, &plan))
+        convert::revision_masked(rev, plan.as_ref(), mask)
     }
 
     /// Size limit and authentication for a read (or Watch).
@@ -408,6 +412,7 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         if req.plan_id.is_empty() && !(req.clause_id.is_empty() && req.party_id.is_empty()) {
             return Err(Error::invalid("plan_id", "is required with clause_id or party_id").into());
         }
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         let filter = RevisionFilter {
             plan_id: Some(req.plan_id.clone()).filter(|s| !s.is_empty()),
             clause_id: Some(req.clause_id.clone()).filter(|s| !s.is_empty()),
@@ -442,10 +447,15 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
                 .store
                 .revision(n)?
                 .ok_or_else(|| Error::Storage(format!("revision {n} indexed but missing")))?;
-            if !plans.contains_key(&rev.plan_id) {
-                plans.insert(rev.plan_id.clone(), self.plan_or_not_found(&rev.plan_id)?);
-            }
-            revisions.push(convert::revision_to(&rev, &plans[&rev.plan_id]));
+            let plan = if read_mask.needs_plan() {
+                if !plans.contains_key(&rev.plan_id) {
+                    plans.insert(rev.plan_id.clone(), self.plan_or_not_found(&rev.plan_id)?);
+                }
+                plans.get(&rev.plan_id)
+            } else {
+                None
+            };
+            revisions.push(convert::revision_masked(&rev, plan, read_mask)?);
         }
         Ok(Response::new(pb::ListRevisionsResponse {
             revisions,
@@ -556,15 +566,15 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let access = self.write_guard(&request)?;
-        let (writes, request_id) = convert::apply_from(request.into_inner())?;
-        access.may_apply(&writes)?;
+        let batch = convert::apply_from(request.into_inner())?;
+        access.may_apply(&batch.writes)?;
         let revs = self
             .committer
-            .commit_batch(writes, access.author(), &request_id)
+            .commit_batch(batch.writes, access.author(), &batch.request_id)
             .await?;
         let revisions = revs
             .iter()
-            .map(|r| self.render_revision(r))
+            .map(|r| self.render_revision(r, batch.read_mask))
             .collect::<Result<Vec<_>>>()?;
         Ok(Response::new(pb::ApplyResponse { revisions }))
     }

@@ -23,6 +23,7 @@ use tonic::Status;
 use tracing::debug;
 
 use super::convert;
+use super::mask::RevisionMask;
 use crate::domain::{limits, ChangeKind, Plan, Revision};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Lagged, Published};
@@ -71,6 +72,7 @@ pub struct WatchSpec {
     party_ids: Vec<String>,
     start_revision: u64,
     progress_interval: Duration,
+    read_mask: RevisionMask,
 }
 
 impl WatchSpec {
@@ -108,7 +110,9 @@ impl WatchSpec {
                 }
             }
         };
+        let read_mask = RevisionMask::from_request("read_mask", req.read_mask.as_ref())?;
         Ok(WatchSpec {
+            read_mask,
             plan_id: Some(req.plan_id.clone()).filter(|s| !s.is_empty()),
             clause_ids: req.clause_ids.clone(),
             party_ids: req.party_ids.clone(),
@@ -142,10 +146,12 @@ fn progress(revision: u64, caught_up: bool) -> pb::WatchEvent {
     }))
 }
 
-/// Renders revisions, caching each plan's latest state for the stream's life
-/// (plans change rarely; a plan-level revision carries its own plan).
+/// Renders revisions in the stream's read mask, caching each plan's latest
+/// state for the stream's life (plans change rarely; a plan-level revision
+/// carries its own plan).
 struct Renderer {
     store: Store,
+    mask: RevisionMask,
     plans: std::collections::HashMap<String, Plan>,
 }
 
@@ -158,30 +164,34 @@ impl Renderer {
         }
     }
 
-    /// The revision's event, encoded by the first watcher to send it and
-    /// shared by the rest (rendering depends on the revision alone: the plan is
-    /// taken as it stood at that revision).
+    /// The revision's event, encoded by the first watcher to send it in this
+    /// mask and shared by the rest (rendering depends on the revision and the
+    /// mask alone: the plan is taken as it stood at that revision).
     fn render(&mut self, rev: &Published) -> Result<pb::WatchEvent> {
-        let bytes = rev.wire_or_init(|| self.render_new(rev).map(pb::WatchEvent::encode_shared))?;
+        let form = u32::from(self.mask.bits());
+        let bytes = rev.wire_or_init(form, || {
+            self.render_new(rev).map(pb::WatchEvent::encode_shared)
+        })?;
         Ok(pb::WatchEvent::pre_encoded(bytes))
     }
 
     fn render_new(&mut self, rev: &Revision) -> Result<pb::watch_event::Event> {
-        let plan = match self.plans.get(&rev.plan_id) {
-            Some(plan) => plan,
-            None => {
-                let plan = self.store.plan(&rev.plan_id)?.ok_or_else(|| {
-                    Error::Storage(format!(
-                        "plan {} of revision {} missing",
-                        rev.plan_id, rev.revision
-                    ))
-                })?;
-                self.plans.entry(plan.id.clone()).or_insert(plan)
-            }
+        let plan = if !self.mask.needs_plan() {
+            None
+        } else if let Some(plan) = self.plans.get(&rev.plan_id) {
+            Some(plan)
+        } else {
+            let plan = self.store.plan(&rev.plan_id)?.ok_or_else(|| {
+                Error::Storage(format!(
+                    "plan {} of revision {} missing",
+                    rev.plan_id, rev.revision
+                ))
+            })?;
+            Some(&*self.plans.entry(plan.id.clone()).or_insert(plan))
         };
-        Ok(pb::watch_event::Event::Revision(convert::revision_to(
-            rev, plan,
-        )))
+        Ok(pb::watch_event::Event::Revision(convert::revision_masked(
+            rev, plan, self.mask,
+        )?))
     }
 }
 
@@ -236,7 +246,11 @@ pub fn start(
     let mut subscription = hub.subscribe();
     Ok(async_stream::stream! {
         let _slot = slot;
-        let mut renderer = Renderer { store: store.clone(), plans: Default::default() };
+        let mut renderer = Renderer {
+            store: store.clone(),
+            mask: spec.read_mask,
+            plans: Default::default(),
+        };
         let interval = spec.progress_interval;
         // Everything below `cursor` has been sent (or filtered out); the stream
         // catches up to `target`, from the ring or the store, then waits for the
@@ -249,17 +263,27 @@ pub fn start(
             cursor = target + 1;
             yield Ok(progress(target, true));
         }
-        let mut heartbeat = Instant::now() + interval;
+        // One heartbeat timer for the stream's life, re-armed only when it
+        // fires: sending an event just notes the time, so a busy stream does
+        // not touch the timer wheel per event.
+        let mut last_sent = Instant::now();
+        let heartbeat = tokio::time::sleep_until(last_sent + interval);
+        tokio::pin!(heartbeat);
         loop {
             let mut sent_any = false;
+            let mut chunks = 0usize;
             while cursor <= target {
                 // A long catch-up with few matches must still let shutdown and
-                // a departed client through, and share the worker thread.
-                if shutdown.is_cancelled() {
-                    yield Err(shutdown_status(cursor - 1));
-                    return;
+                // a departed client through, and share the worker thread. A
+                // live watcher reads one chunk per wake-up and skips both.
+                if chunks > 0 {
+                    if shutdown.is_cancelled() {
+                        yield Err(shutdown_status(cursor - 1));
+                        return;
+                    }
+                    tokio::task::coop::consume_budget().await;
                 }
-                tokio::task::yield_now().await;
+                chunks += 1;
                 let chunk = match next_chunk(&hub, &store, cursor, target) {
                     Ok(c) if !c.is_empty() => c,
                     Ok(_) => break,
@@ -282,7 +306,7 @@ pub fn start(
                 sent_any = true;
             }
             if sent_any {
-                heartbeat = Instant::now() + interval;
+                last_sent = Instant::now();
             }
             tokio::select! {
                 biased;
@@ -294,9 +318,13 @@ pub fn start(
                     let Some(head) = changed else { return; };
                     target = head;
                 }
-                _ = tokio::time::sleep_until(heartbeat) => {
-                    heartbeat = Instant::now() + interval;
-                    yield Ok(progress(cursor - 1, true));
+                _ = &mut heartbeat => {
+                    let due = last_sent + interval;
+                    if Instant::now() >= due {
+                        yield Ok(progress(cursor - 1, true));
+                        last_sent = Instant::now();
+                    }
+                    heartbeat.as_mut().reset(last_sent + interval);
                 }
             }
         }

@@ -184,6 +184,7 @@ fn writes_of(name: &str, text: &str) -> Result<Vec<Write>> {
         reason: file.plan.reason,
         source_url: file.plan.source_url,
         request_id: String::new(),
+        read_mask: None,
     })?];
     for (i, clause) in file.clauses.iter().enumerate() {
         writes.push(checked(pb::CreateClauseRequest {
@@ -196,6 +197,7 @@ fn writes_of(name: &str, text: &str) -> Result<Vec<Write>> {
             reason: "Seed: point as reported in the leaked text".into(),
             source_url: String::new(),
             request_id: String::new(),
+            read_mask: None,
         })?);
     }
     let stance = |clause: &str,
@@ -216,6 +218,7 @@ fn writes_of(name: &str, text: &str) -> Result<Vec<Write>> {
             expected_version: 0,
             reason: "Seed: reported stance".into(),
             request_id: String::new(),
+            read_mask: None,
         })
     };
     for s in &file.statuses {

@@ -494,3 +494,215 @@ async fn sigterm_right_after_the_serving_line_still_stops_gracefully() {
         );
     }
 }
+
+/// What the index-backed reads answer, to compare across an upgrade.
+async fn index_backed_reads(c: &mut ClauseTrackerClient<Channel>) -> Vec<String> {
+    let mut out = Vec::new();
+    let filters = [
+        ("", "", "", 0),
+        (PLAN, "", "", 0),
+        (PLAN, "", "", 100),
+        (PLAN, "p2", "", 0),
+        (PLAN, "p2", "", 120),
+        (PLAN, "", "russia", 0),
+        (PLAN, "", "russia", 150),
+        (PLAN, "p2", "russia", 0),
+        ("e3-counter-proposal", "", "", 0),
+    ];
+    for (plan, clause, party, start) in filters {
+        let mut numbers = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = c
+                .list_revisions(pb::ListRevisionsRequest {
+                    plan_id: plan.into(),
+                    clause_id: clause.into(),
+                    party_id: party.into(),
+                    start_revision: start,
+                    page_size: 37,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            numbers.extend(page.revisions.iter().map(|r| r.revision));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        out.push(format!("{plan}/{clause}/{party} from {start}: {numbers:?}"));
+    }
+    let head = c.latest_clause(PLAN, "p2").await;
+    for version in [1, 2, 63, 64, 65, 66, 128, 129, head.version] {
+        let clause = c
+            .get_clause(pb::GetClauseRequest {
+                plan_id: PLAN.into(),
+                clause_id: "p2".into(),
+                version,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.push(format!("p2 v{version}: rev {}", clause.mod_revision));
+    }
+    for at_revision in [1, 60, 130, 200, head.mod_revision] {
+        let clause = c
+            .get_clause(pb::GetClauseRequest {
+                plan_id: PLAN.into(),
+                clause_id: "p2".into(),
+                at_revision,
+                ..Default::default()
+            })
+            .await;
+        out.push(format!(
+            "p2 at {at_revision}: {:?}",
+            clause.map(|c| c.into_inner().version).map_err(|e| e.code())
+        ));
+    }
+    out
+}
+
+/// Rewrites a schema-2 store as schema 1 wrote it: one key per index entry.
+fn downgrade_to_schema_1(db: &sled::Db) {
+    use peace_tracker::store::keys;
+    let entries = |packed: &[u8]| -> Vec<u64> {
+        packed
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    for (new, old, by_version) in [
+        (keys::VERSION_LISTS, keys::v1::VERSION, true),
+        (keys::PLAN_REV_LISTS, keys::v1::PLAN_REVS, false),
+        (keys::PARTY_REV_LISTS, keys::v1::PARTY_REVS, false),
+    ] {
+        for item in db.scan_prefix(new) {
+            let (key, packed) = item.unwrap();
+            let list = &key[new.len()..key.len() - 8];
+            let start = keys::trailing_u64(&key);
+            for (i, rev) in entries(&packed).into_iter().enumerate() {
+                let mut old_key = old.to_vec();
+                old_key.extend_from_slice(list);
+                if by_version {
+                    old_key.extend_from_slice(&(start + i as u64).to_be_bytes());
+                    db.insert(old_key, &rev.to_be_bytes()[..]).unwrap();
+                } else {
+                    old_key.extend_from_slice(&rev.to_be_bytes());
+                    db.insert(old_key, &[][..]).unwrap();
+                }
+            }
+            db.remove(&key).unwrap();
+        }
+    }
+    db.insert(keys::SCHEMA, &1u32.to_be_bytes()[..]).unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_1_store_is_upgraded_on_open_and_answers_the_same() {
+    use peace_tracker::store::keys;
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    // p2 gets enough versions to fill several index chunks; russia's timeline too.
+    let positions = [pb::Position::Oppose, pb::Position::Amend];
+    for round in 0..4 {
+        let changes = (0..50)
+            .map(|i| pb::Change {
+                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
+                    note: format!("round {round} step {i}"),
+                    ..stance(
+                        if i % 5 == 0 { "p9" } else { "p2" },
+                        if i % 2 == 0 { "russia" } else { "europe" },
+                        positions[i % 2],
+                    )
+                })),
+            })
+            .collect();
+        c.apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert!(c.latest_clause(PLAN, "p2").await.version > 129);
+    let before = index_backed_reads(&mut c).await;
+    drop(c);
+    let (dir, keep) = server.stop().await;
+    let mut scratch = keys::plan_rev_list(PLAN);
+    scratch.extend_from_slice(&999_999u64.to_be_bytes());
+
+    {
+        let db = sled::open(&dir).unwrap();
+        downgrade_to_schema_1(&db);
+        // Scratch left by an interrupted upgrade must not survive the next one.
+        db.insert(&scratch, &999_999u64.to_be_bytes()[..]).unwrap();
+        assert!(db.scan_prefix(keys::v1::VERSION).next().is_some());
+        db.flush().unwrap();
+    }
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(index_backed_reads(&mut c).await, before);
+    assert!(server.store.check().unwrap().ok());
+    // Writes after the upgrade extend the rebuilt chunks.
+    let rev = c
+        .set_stance(stance("p2", "russia", pb::Position::RedLine))
+        .await
+        .unwrap()
+        .into_inner();
+    let timeline = c
+        .list_revisions(pb::ListRevisionsRequest {
+            plan_id: PLAN.into(),
+            party_id: "russia".into(),
+            start_revision: rev.revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions;
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(timeline[0].revision, rev.revision);
+    drop(c);
+    let store = server.store.clone();
+    assert!(store.check().unwrap().ok());
+    drop(store);
+    server.stop().await;
+
+    // Nothing of schema 1 or of the scratch is left, and the schema record says 2.
+    let db = sled::open(&dir).unwrap();
+    assert!(db.get(&scratch).unwrap().is_none());
+    for prefix in [keys::v1::VERSION, keys::v1::PLAN_REVS, keys::v1::PARTY_REVS] {
+        assert!(db.scan_prefix(prefix).next().is_none(), "{prefix:?} left");
+    }
+    assert_eq!(
+        db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
+        &2u32.to_be_bytes()[..]
+    );
+    drop(keep);
+}
+
+#[tokio::test]
+async fn schema_1_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
+    use peace_tracker::store::keys;
+    let server = TestServer::start().await;
+    let (dir, keep) = server.stop().await;
+    {
+        let db = sled::open(&dir).unwrap();
+        let mut leftover = keys::v1::PLAN_REVS.to_vec();
+        leftover.extend_from_slice(PLAN.as_bytes());
+        leftover.push(0);
+        leftover.extend_from_slice(&3u64.to_be_bytes());
+        db.insert(leftover, &[][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    assert!(server.store.check().unwrap().ok());
+    server.stop().await;
+    let db = sled::open(&dir).unwrap();
+    assert!(db.scan_prefix(keys::v1::PLAN_REVS).next().is_none());
+    drop(keep);
+}

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
+use super::index::{ChangedTails, Tails};
 use super::{encode, keys, RequestRecord, Store, REQUEST_WINDOW_REVISIONS, REQUEST_WINDOW_SECS};
 use crate::domain::{execute, Clause, CommitContext, Plan, Revision, StateView, Timestamp, Write};
 use crate::error::{Error, Result};
@@ -97,6 +98,7 @@ impl Committer {
             durability,
             head,
             last_time,
+            tails: Tails::default(),
             failed: None,
         };
         let thread = thread::Builder::new()
@@ -269,6 +271,8 @@ struct Worker {
     durability: Durability,
     head: u64,
     last_time: Timestamp,
+    /// The last chunk of each index list this committer has appended to.
+    tails: Tails,
     /// Set after a storage failure: the committer then refuses every write.
     failed: Option<String>,
 }
@@ -317,7 +321,8 @@ impl Worker {
         let mut published: Vec<Arc<Revision>> = Vec::with_capacity(committed);
         if committed > 0 {
             match self.write_group(&staged, &group, &requests, commit_time) {
-                Ok(()) => {
+                Ok(appended) => {
+                    self.tails.absorb(appended);
                     self.head += committed as u64;
                     self.last_time = commit_time;
                     published = staged.into_iter().map(Arc::new).collect();
@@ -450,28 +455,32 @@ impl Worker {
         }
     }
 
-    /// Writes the whole group in one atomic batch, then flushes in `sync` mode.
+    /// Writes the whole group in one atomic batch, then flushes in `sync`
+    /// mode. Returns the index chunks it appended to, for [`Tails::absorb`].
     fn write_group(
         &self,
         staged: &[Revision],
         group: &Changes,
         requests: &HashMap<String, (RequestRecord, std::ops::Range<usize>)>,
         commit_time: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<ChangedTails> {
         let mut batch = sled::Batch::default();
+        let mut lists = self.tails.stage(&self.store.db);
         for rev in staged {
             batch.insert(keys::rev(rev.revision), encode(rev)?);
-            batch.insert(keys::plan_rev(&rev.plan_id, rev.revision), &[][..]);
+            lists.append_revision(keys::plan_rev_list(&rev.plan_id), rev.revision)?;
             if let Some(clause_id) = &rev.clause_id {
-                batch.insert(
-                    keys::version(&rev.plan_id, clause_id, rev.clause_version),
-                    &rev.revision.to_be_bytes()[..],
-                );
+                lists.append_version(
+                    keys::version_list(&rev.plan_id, clause_id),
+                    rev.clause_version,
+                    rev.revision,
+                )?;
             }
             if let Some(party) = &rev.party_id {
-                batch.insert(keys::party_rev(&rev.plan_id, party, rev.revision), &[][..]);
+                lists.append_revision(keys::party_rev_list(&rev.plan_id, party), rev.revision)?;
             }
         }
+        lists.write_into(&mut batch);
         for plan in group.plans.values() {
             batch.insert(keys::plan(&plan.id), encode(plan)?);
         }
@@ -490,7 +499,7 @@ impl Worker {
         if self.durability == Durability::Sync {
             self.store.db.flush()?;
         }
-        Ok(())
+        Ok(lists.into_changed())
     }
 
     /// Drops idempotency records older than BOTH the revision and the time window.

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{decode, keys, Store};
+use super::{decode, index, keys, Store};
 use crate::domain::{ChangeKind, Clause, Plan, Revision};
 use crate::error::{Error, Result};
 
@@ -76,11 +76,13 @@ pub fn check_latest(store: &Store) -> Result<()> {
                 clause.mod_revision
             ));
         }
-        if store.db.contains_key(keys::version(
-            &clause.plan_id,
-            &clause.id,
+        if index::version_entry(
+            &store.db,
+            &keys::version_list(&clause.plan_id, &clause.id),
             clause.version + 1,
-        ))? {
+        )?
+        .is_some()
+        {
             return corrupt(format!(
                 "clause {name} has a version newer than its latest state"
             ));
@@ -132,10 +134,7 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
             );
         }
         last_time = Some(rev.commit_time);
-        if !store
-            .db
-            .contains_key(keys::plan_rev(&rev.plan_id, number))?
-        {
+        if !index::contains(&store.db, &keys::plan_rev_list(&rev.plan_id), number)? {
             problem(
                 &mut report,
                 format!("revision {number}: missing from the plan index"),
@@ -188,10 +187,11 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                         format!("revision {number} ({}/{clause_id}): {why}", rev.plan_id),
                     );
                 }
-                let indexed = store
-                    .db
-                    .get(keys::version(&rev.plan_id, &clause_id, clause.version))?
-                    .map(|v| keys::trailing_u64(&v));
+                let indexed = index::version_entry(
+                    &store.db,
+                    &keys::version_list(&rev.plan_id, &clause_id),
+                    clause.version,
+                )?;
                 if indexed != Some(number) {
                     problem(
                         &mut report,
@@ -199,10 +199,11 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                     );
                 }
                 if let Some(party) = &rev.party_id {
-                    if !store
-                        .db
-                        .contains_key(keys::party_rev(&rev.plan_id, party, number))?
-                    {
+                    if !index::contains(
+                        &store.db,
+                        &keys::party_rev_list(&rev.plan_id, party),
+                        number,
+                    )? {
                         problem(
                             &mut report,
                             format!("revision {number}: missing from the party timeline"),

@@ -10,12 +10,12 @@ pub const REV: &[u8] = b"rev/";
 pub const PLAN: &[u8] = b"plan/";
 /// Prefix of the latest state of each clause.
 pub const CLAUSE: &[u8] = b"clause/";
-/// Prefix of the per-clause version index.
-pub const VERSION: &[u8] = b"ver/";
-/// Prefix of the per-plan revision index.
-pub const PLAN_REVS: &[u8] = b"prev/";
-/// Prefix of the per-party stance timeline index.
-pub const PARTY_REVS: &[u8] = b"ptl/";
+/// Prefix of the per-clause version lists (chunked, see `index`).
+pub const VERSION_LISTS: &[u8] = b"verc/";
+/// Prefix of the per-plan revision lists (chunked).
+pub const PLAN_REV_LISTS: &[u8] = b"prevc/";
+/// Prefix of the per-party stance timelines (chunked).
+pub const PARTY_REV_LISTS: &[u8] = b"ptlc/";
 /// Prefix of idempotency records, by request id.
 pub const REQUEST: &[u8] = b"req/";
 /// Prefix of idempotency records by revision (for pruning the window).
@@ -54,48 +54,36 @@ pub fn clauses_of(plan_id: &str) -> Vec<u8> {
     join(CLAUSE, &[plan_id.as_bytes(), b""])
 }
 
-/// `ver/{plan}\0{clause}\0{u64be version}` → the revision of that version.
-pub fn version(plan_id: &str, clause_id: &str, version: u64) -> Vec<u8> {
+/// `verc/{plan}\0{clause}\0`: the list of the revisions that made each
+/// version of a clause (chunks follow, keyed by their first version).
+pub fn version_list(plan_id: &str, clause_id: &str) -> Vec<u8> {
     join(
-        VERSION,
-        &[
-            plan_id.as_bytes(),
-            clause_id.as_bytes(),
-            &version.to_be_bytes(),
-        ],
+        VERSION_LISTS,
+        &[plan_id.as_bytes(), clause_id.as_bytes(), b""],
     )
 }
 
-/// `ver/{plan}\0{clause}\0`: every version of a clause.
-pub fn versions_of(plan_id: &str, clause_id: &str) -> Vec<u8> {
-    join(VERSION, &[plan_id.as_bytes(), clause_id.as_bytes(), b""])
+/// `prevc/{plan}\0`: the list of a plan's revisions.
+pub fn plan_rev_list(plan_id: &str) -> Vec<u8> {
+    join(PLAN_REV_LISTS, &[plan_id.as_bytes(), b""])
 }
 
-/// `prev/{plan}\0{u64be revision}` → empty: the revisions of a plan.
-pub fn plan_rev(plan_id: &str, revision: u64) -> Vec<u8> {
-    join(PLAN_REVS, &[plan_id.as_bytes(), &revision.to_be_bytes()])
-}
-
-/// `prev/{plan}\0`: every revision of a plan.
-pub fn plan_revs_of(plan_id: &str) -> Vec<u8> {
-    join(PLAN_REVS, &[plan_id.as_bytes(), b""])
-}
-
-/// `ptl/{plan}\0{party}\0{u64be revision}` → empty: a party's stance timeline.
-pub fn party_rev(plan_id: &str, party_id: &str, revision: u64) -> Vec<u8> {
+/// `ptlc/{plan}\0{party}\0`: the list of a party's stance revisions on a plan.
+pub fn party_rev_list(plan_id: &str, party_id: &str) -> Vec<u8> {
     join(
-        PARTY_REVS,
-        &[
-            plan_id.as_bytes(),
-            party_id.as_bytes(),
-            &revision.to_be_bytes(),
-        ],
+        PARTY_REV_LISTS,
+        &[plan_id.as_bytes(), party_id.as_bytes(), b""],
     )
 }
 
-/// `ptl/{plan}\0{party}\0`: a party's whole stance timeline on a plan.
-pub fn party_revs_of(plan_id: &str, party_id: &str) -> Vec<u8> {
-    join(PARTY_REVS, &[plan_id.as_bytes(), party_id.as_bytes(), b""])
+/// The schema-1 indexes, one key per entry, read only to migrate a store.
+pub mod v1 {
+    /// `ver/{plan}\0{clause}\0{u64be version}` → `u64be` revision.
+    pub const VERSION: &[u8] = b"ver/";
+    /// `prev/{plan}\0{u64be revision}` → empty.
+    pub const PLAN_REVS: &[u8] = b"prev/";
+    /// `ptl/{plan}\0{party}\0{u64be revision}` → empty.
+    pub const PARTY_REVS: &[u8] = b"ptl/";
 }
 
 /// `req/{request id}` → the idempotency record.
@@ -132,14 +120,15 @@ mod tests {
     }
 
     #[test]
-    fn versions_sort_numerically_within_a_clause() {
-        let mut keys: Vec<Vec<u8>> = [10u64, 9, 256, 1]
+    fn chunks_sort_numerically_within_a_list() {
+        let list = version_list("us-28-point", "p7");
+        let mut keys: Vec<Vec<u8>> = [129u64, 65, 1 << 33, 1]
             .iter()
-            .map(|v| version("us-28-point", "p7", *v))
+            .map(|v| super::super::index::chunk_key(&list, *v))
             .collect();
         keys.sort();
         let back: Vec<u64> = keys.iter().map(|k| trailing_u64(k)).collect();
-        assert_eq!(back, vec![1, 9, 10, 256]);
+        assert_eq!(back, vec![1, 65, 129, 1 << 33]);
     }
 
     #[test]
@@ -147,9 +136,9 @@ mod tests {
         assert!(rev(7).starts_with(REV));
         assert!(plan("a").starts_with(PLAN));
         assert!(clause("a", "b").starts_with(&clauses_of("a")));
-        assert!(version("a", "b", 3).starts_with(&versions_of("a", "b")));
-        assert!(plan_rev("a", 3).starts_with(&plan_revs_of("a")));
-        assert!(party_rev("a", "b", 3).starts_with(&party_revs_of("a", "b")));
+        assert!(version_list("a", "b").starts_with(VERSION_LISTS));
+        assert!(plan_rev_list("a").starts_with(PLAN_REV_LISTS));
+        assert!(party_rev_list("a", "b").starts_with(PARTY_REV_LISTS));
         assert!(request("x").starts_with(REQUEST));
         assert!(request_by_rev(3).starts_with(REQUEST_BY_REV));
     }
@@ -157,9 +146,10 @@ mod tests {
     #[test]
     fn an_id_prefix_does_not_capture_a_longer_id() {
         // "p1" must not see the clauses of "p10", nor plan "a" those of plan "ab".
-        assert!(!version("pl", "p10", 1).starts_with(&versions_of("pl", "p1")));
+        assert!(!version_list("pl", "p10").starts_with(&version_list("pl", "p1")));
         assert!(!clause("ab", "c").starts_with(&clauses_of("a")));
-        assert!(!party_rev("a", "ukraine-2", 1).starts_with(&party_revs_of("a", "ukraine")));
+        assert!(!plan_rev_list("ab").starts_with(&plan_rev_list("a")));
+        assert!(!party_rev_list("a", "ukraine-2").starts_with(&party_rev_list("a", "ukraine")));
     }
 
     #[test]
@@ -168,9 +158,12 @@ mod tests {
             REV,
             PLAN,
             CLAUSE,
-            VERSION,
-            PLAN_REVS,
-            PARTY_REVS,
+            VERSION_LISTS,
+            PLAN_REV_LISTS,
+            PARTY_REV_LISTS,
+            v1::VERSION,
+            v1::PLAN_REVS,
+            v1::PARTY_REVS,
             REQUEST,
             REQUEST_BY_REV,
             SCHEMA,

@@ -25,14 +25,18 @@
 //! | `rev/{rev}` | the revision record: metadata plus the clause (or plan) *after* the change |
 //! | `plan/{plan}` | the plan's latest state |
 //! | `clause/{plan}\0{clause}` | the clause's latest state |
-//! | `ver/{plan}\0{clause}\0{version}` | `u64be` revision that made that version |
-//! | `prev/{plan}\0{rev}` | empty: index of a plan's revisions |
-//! | `ptl/{plan}\0{party}\0{rev}` | empty: a party's stance timeline |
+//! | `verc/{plan}\0{clause}\0{first version}` | chunk of the revisions that made each version |
+//! | `prevc/{plan}\0{first rev}` | chunk of a plan's revisions |
+//! | `ptlc/{plan}\0{party}\0{first rev}` | chunk of a party's stance timeline |
 //! | `req/{request_id}` | idempotency record: request fingerprint, first revision, count |
 //! | `reqrev/{rev}` | request id, to prune the idempotency window oldest first |
 //!
+//! The three indexes are lists of `u64` packed into chunks of up to 64 entries
+//! (see [`index`]): sled's cost per commit follows the number of new keys, and
+//! chunks add one key per 64 entries instead of one per entry.
+//!
 //! The state *before* a change is not stored twice: reading revision R of a
-//! clause at version v also reads the revision of version v-1 (via `ver/`).
+//! clause at version v also reads the revision of version v-1 (via `verc/`).
 //!
 //! # Invariants
 //!
@@ -45,8 +49,10 @@
 //!   which is what lets [`Store::revision_at_time`] binary-search it.
 
 mod committer;
+mod index;
 mod integrity;
 pub mod keys;
+mod migrate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,8 +66,9 @@ pub use integrity::CheckReport;
 use crate::domain::{Clause, Plan, Revision, StateView, Timestamp};
 use crate::error::{Error, Result};
 
-/// Version of the on-disk layout described in the module doc.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the on-disk layout described in the module doc. Schema 1
+/// (one key per index entry) is upgraded on open, see [`migrate`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long idempotency records are kept at the least: the newer of the last
 /// [`REQUEST_WINDOW_REVISIONS`] revisions and the last [`REQUEST_WINDOW_SECS`].
@@ -174,10 +181,14 @@ impl Store {
                     u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                         Error::Storage("schema version record is malformed".into())
                     })?);
-                if found != SCHEMA_VERSION {
-                    return Err(Error::Storage(format!(
-                        "store schema version {found} is not the supported {SCHEMA_VERSION}"
-                    )));
+                match found {
+                    1 => migrate::v1_to_v2(&store.db)?,
+                    SCHEMA_VERSION => migrate::remove_v1_leftovers(&store.db)?,
+                    _ => {
+                        return Err(Error::Storage(format!(
+                            "store schema version {found} is not the supported {SCHEMA_VERSION}"
+                        )))
+                    }
                 }
             }
             None => {
@@ -267,10 +278,7 @@ impl Store {
         clause_id: &str,
         version: u64,
     ) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .get(keys::version(plan_id, clause_id, version))?
-            .map(|v| keys::trailing_u64(&v)))
+        index::version_entry(&self.db, &keys::version_list(plan_id, clause_id), version)
     }
 
     /// A clause at one version (`None` if that version does not exist).
@@ -380,46 +388,49 @@ impl Store {
         if from > to || limit == 0 {
             return Ok(Vec::new());
         }
-        let in_range = |prefix: Vec<u8>| -> Result<Vec<u64>> {
-            let mut start = prefix.clone();
-            start.extend_from_slice(&from.to_be_bytes());
-            let mut end = prefix;
-            end.extend_from_slice(&to.to_be_bytes());
-            self.db
-                .range(start..=end)
-                .keys()
-                .map(|k| k.map(|k| keys::trailing_u64(&k)).map_err(Error::from))
-                .take(limit)
-                .collect()
+        let in_range = |entries: &mut dyn Iterator<Item = Result<u64>>| -> Result<Vec<u64>> {
+            let mut out = Vec::new();
+            for rev in entries {
+                let rev = rev?;
+                if rev > to || out.len() >= limit {
+                    break;
+                }
+                if rev >= from {
+                    out.push(rev);
+                }
+            }
+            Ok(out)
         };
         match (&filter.plan_id, &filter.clause_id, &filter.party_id) {
-            (None, _, _) => in_range(keys::REV.to_vec()),
-            (Some(plan), None, None) => in_range(keys::plan_revs_of(plan)),
-            (Some(plan), Some(clause), None) => {
+            (None, _, _) => {
+                let mut start = keys::REV.to_vec();
+                start.extend_from_slice(&from.to_be_bytes());
+                let mut end = keys::REV.to_vec();
+                end.extend_from_slice(&to.to_be_bytes());
+                self.db
+                    .range(start..=end)
+                    .keys()
+                    .map(|k| k.map(|k| keys::trailing_u64(&k)).map_err(Error::from))
+                    .take(limit)
+                    .collect()
+            }
+            (Some(plan), None, None) => in_range(&mut index::entries_from(
+                &self.db,
+                &keys::plan_rev_list(plan),
+                from,
+            )),
+            (Some(plan), Some(clause), None) => in_range(&mut index::entries(
+                &self.db,
+                &keys::version_list(plan, clause),
+            )),
+            (Some(plan), clause, Some(party)) => {
                 let mut out = Vec::new();
-                for value in self
-                    .db
-                    .scan_prefix(keys::versions_of(plan, clause))
-                    .values()
-                {
-                    let rev = keys::trailing_u64(&value?);
-                    if rev > to || out.len() >= limit {
+                let list = keys::party_rev_list(plan, party);
+                for rev in index::entries_from(&self.db, &list, from) {
+                    let rev = rev?;
+                    if rev > to {
                         break;
                     }
-                    if rev >= from {
-                        out.push(rev);
-                    }
-                }
-                Ok(out)
-            }
-            (Some(plan), clause, Some(party)) => {
-                let mut prefix = keys::party_revs_of(plan, party);
-                let mut start = prefix.clone();
-                start.extend_from_slice(&from.to_be_bytes());
-                prefix.extend_from_slice(&to.to_be_bytes());
-                let mut out = Vec::new();
-                for key in self.db.range(start..=prefix).keys() {
-                    let rev = keys::trailing_u64(&key?);
                     if let Some(clause) = clause {
                         let r: Option<Revision> = self.get(&keys::rev(rev))?;
                         if r.and_then(|r| r.clause_id).as_deref() != Some(clause.as_str()) {

@@ -70,7 +70,7 @@ async fn from_now_starts_with_progress_then_live_revisions() {
     match next(&mut stream).await {
         Event::Revision(r) => {
             assert_eq!(r.revision, rev.revision);
-            assert_eq!(r, rev, "the watched revision equals the write's answer");
+            assert_eq!(*r, rev, "the watched revision equals the write's answer");
         }
         other => panic!("expected the revision, got {other:?}"),
     }
@@ -412,7 +412,7 @@ async fn each_watcher_gets_events_in_its_own_read_mask_live_and_replayed() {
         );
         // The masked watcher gets exactly the named fields.
         assert_eq!(
-            s,
+            *s,
             pb::Revision {
                 revision: want,
                 clause_id: "p3".into(),

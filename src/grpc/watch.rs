@@ -189,9 +189,9 @@ impl Renderer {
             })?;
             Some(&*self.plans.entry(plan.id.clone()).or_insert(plan))
         };
-        Ok(pb::watch_event::Event::Revision(convert::revision_masked(
-            rev, plan, self.mask,
-        )?))
+        Ok(pb::watch_event::Event::Revision(Box::new(
+            convert::revision_masked(rev, plan, self.mask)?,
+        )))
     }
 }
 

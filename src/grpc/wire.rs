@@ -24,7 +24,7 @@ pub struct WatchEvent {
     encoded: Option<Bytes>,
 }
 
-/// Nested types of `WatchEvent`, as prost would generate them.
+/// Nested types of `WatchEvent`, as prost would generate them (but for the boxed revision).
 pub mod watch_event {
     /// The oneof `event`. Unlike prost's generated type, the revision is
     /// boxed: a `Revision` is 880 bytes inline, and the server moves each

@@ -17,7 +17,7 @@ const BUFFER_SIZE: usize = 1024;
 /// When a stream's encoder yields to send what it has (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
-/// `ProstCodec` with [`BUFFER_SIZE`] buffers; named by `build.rs` as the codec of
+/// `ProstCodec` with `BUFFER_SIZE` (1 KiB) buffers; named by `build.rs` as the codec of
 /// the generated server and client.
 #[derive(Debug, Clone)]
 pub struct LeanCodec<T, U>(PhantomData<(T, U)>);

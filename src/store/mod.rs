@@ -32,7 +32,7 @@
 //! | `reqrev/{rev}` | request id, to prune the idempotency window oldest first |
 //!
 //! The three indexes are lists of `u64` packed into chunks of up to 64 entries
-//! (see [`index`]): sled's cost per commit follows the number of new keys, and
+//! (see the `index` module): sled's cost per commit follows the number of new keys, and
 //! chunks add one key per 64 entries instead of one per entry.
 //!
 //! The state *before* a change is not stored twice: reading revision R of a
@@ -67,7 +67,7 @@ use crate::domain::{Clause, Plan, Revision, StateView, Timestamp};
 use crate::error::{Error, Result};
 
 /// Version of the on-disk layout described in the module doc. Schema 1
-/// (one key per index entry) is upgraded on open, see [`migrate`].
+/// (one key per index entry) is upgraded on open, see the `migrate` module.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long idempotency records are kept at the least: the newer of the last

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bad_request_field, stance, ReadExt, TestServer, PLAN};
+use common::{bad_request_field, read_mask, stance, ReadExt, TestServer, PLAN};
 use peace_tracker::pb;
 use prost_types::FieldMask;
 use tonic::{Code, Request};
@@ -872,12 +872,6 @@ async fn seeded_e3_counter_proposal_compares_against_the_us_plan() {
         .unwrap();
     assert_eq!(russia.position, pb::Position::Oppose as i32);
     assert!(russia.source_url.contains("kyivindependent"));
-}
-
-fn read_mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
 }
 
 #[tokio::test]

@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{bad_request_field, stance, TestServer, PLAN};
+use common::{bad_request_field, read_mask, stance, TestServer, PLAN};
 use peace_tracker::pb;
 use peace_tracker::pb::watch_event::Event;
 use peace_tracker::server::Config;
-use prost_types::FieldMask;
 use tonic::{Code, Streaming};
 
 fn watch(start_revision: u64) -> pb::WatchRequest {
@@ -364,12 +363,6 @@ async fn shutdown_ends_open_watches_with_unavailable_naming_the_last_revision() 
     stopping.await.unwrap();
 }
 
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
-
 #[tokio::test]
 async fn each_watcher_gets_events_in_its_own_read_mask_live_and_replayed() {
     let server = TestServer::start().await;
@@ -378,7 +371,7 @@ async fn each_watcher_gets_events_in_its_own_read_mask_live_and_replayed() {
     let mut full = c.watch(watch(0)).await.unwrap().into_inner();
     let mut slim = c
         .watch(pb::WatchRequest {
-            read_mask: mask(&["revision", "clause_id", "kind"]),
+            read_mask: read_mask(&["revision", "clause_id", "kind"]),
             ..watch(0)
         })
         .await
@@ -425,7 +418,7 @@ async fn each_watcher_gets_events_in_its_own_read_mask_live_and_replayed() {
     // A replay from the store honours the mask too, and so does its Progress hand-off.
     let mut replay = c
         .watch(pb::WatchRequest {
-            read_mask: mask(&["revision", "clause"]),
+            read_mask: read_mask(&["revision", "clause"]),
             ..watch(seeded_head + 1)
         })
         .await
@@ -448,7 +441,7 @@ async fn a_bad_read_mask_on_watch_is_refused_before_any_event() {
     let mut c = server.client().await;
     let err = c
         .watch(pb::WatchRequest {
-            read_mask: mask(&["revision", "clause.stances"]),
+            read_mask: read_mask(&["revision", "clause.stances"]),
             ..watch(0)
         })
         .await

@@ -510,28 +510,19 @@ async fn index_backed_reads(c: &mut ClauseTrackerClient<Channel>) -> Vec<String>
         ("e3-counter-proposal", "", "", 0),
     ];
     for (plan, clause, party, start) in filters {
-        let mut numbers = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = c
-                .list_revisions(pb::ListRevisionsRequest {
-                    plan_id: plan.into(),
-                    clause_id: clause.into(),
-                    party_id: party.into(),
-                    start_revision: start,
-                    page_size: 37,
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            numbers.extend(page.revisions.iter().map(|r| r.revision));
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let request = pb::ListRevisionsRequest {
+            plan_id: plan.into(),
+            clause_id: clause.into(),
+            party_id: party.into(),
+            start_revision: start,
+            page_size: 37,
+            ..Default::default()
+        };
+        let numbers: Vec<u64> = common::every_page_of_revisions(c, request)
+            .await
+            .iter()
+            .map(|r| r.revision)
+            .collect();
         out.push(format!("{plan}/{clause}/{party} from {start}: {numbers:?}"));
     }
     let head = c.latest_clause(PLAN, "p2").await;

@@ -120,28 +120,42 @@ pub fn bad_request_field(status: &tonic::Status) -> String {
     bad.field_violations[0].field.clone()
 }
 
+/// A `read_mask` naming these `Revision` fields.
+pub fn read_mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
 /// Every revision in the log, oldest first, read page by page.
 pub async fn all_revisions(
     client: &mut ClauseTrackerClient<Channel>,
     page_size: i32,
 ) -> Vec<pb::Revision> {
+    let request = pb::ListRevisionsRequest {
+        page_size,
+        ..Default::default()
+    };
+    every_page_of_revisions(client, request).await
+}
+
+/// Every revision `request` lists, following its pages to the end.
+pub async fn every_page_of_revisions(
+    client: &mut ClauseTrackerClient<Channel>,
+    mut request: pb::ListRevisionsRequest,
+) -> Vec<pb::Revision> {
     let mut all = Vec::new();
-    let mut token = String::new();
     loop {
         let page = client
-            .list_revisions(pb::ListRevisionsRequest {
-                page_size,
-                page_token: token,
-                ..Default::default()
-            })
+            .list_revisions(request.clone())
             .await
             .unwrap()
             .into_inner();
         all.extend(page.revisions);
-        token = page.next_page_token;
-        if token.is_empty() {
+        if page.next_page_token.is_empty() {
             return all;
         }
+        request.page_token = page.next_page_token;
     }
 }
 

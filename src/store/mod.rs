@@ -418,7 +418,7 @@ impl Store {
                 &self.db,
                 &keys::plan_rev_list(plan),
                 from,
-            )),
+            )?),
             (Some(plan), Some(clause), None) => in_range(&mut index::entries(
                 &self.db,
                 &keys::version_list(plan, clause),
@@ -426,7 +426,7 @@ impl Store {
             (Some(plan), clause, Some(party)) => {
                 let mut out = Vec::new();
                 let list = keys::party_rev_list(plan, party);
-                for rev in index::entries_from(&self.db, &list, from) {
+                for rev in index::entries_from(&self.db, &list, from)? {
                     let rev = rev?;
                     if rev > to {
                         break;

@@ -158,7 +158,7 @@ fn serve(cli: Cli) -> ExitCode {
 /// A failure costs only that, so it is logged, not fatal.
 fn checkpoint(data_dir: &std::path::Path) {
     let started = std::time::Instant::now();
-    match Store::checkpoint(data_dir, std::time::Duration::from_secs(5)) {
+    match Store::checkpoint(data_dir, peace_tracker::store::LOCK_PATIENCE) {
         Ok(()) => tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             "checkpoint written; the next start will not replay the log"

@@ -114,17 +114,39 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
 }
 
-/// Opens the sled database in `dir` with the store's settings.
-fn open_db(dir: &Path, flush_every_ms: Option<u64>) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .flush_every_ms(flush_every_ms)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-}
+/// How long opening waits for sled's lock on the data dir. sled's background
+/// threads can hold it for a moment after the last handle on a store is
+/// dropped, so a restart (or the shutdown checkpoint) right after a clean stop
+/// can find it still held. A store held by another live process is still
+/// refused, after this wait.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
-fn open_error(dir: &Path, e: sled::Error) -> Error {
-    Error::Storage(format!("cannot open store at {}: {e}", dir.display()))
+/// Opens the sled database in `dir` with the store's settings, waiting up to
+/// `patience` while its lock is held.
+fn open_db(dir: &Path, flush_every_ms: Option<u64>, patience: Duration) -> Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < patience =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "cannot open store at {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
 }
 
 impl Store {
@@ -140,24 +162,13 @@ impl Store {
     /// crash still replays, and is still correct.
     ///
     /// Every other handle on the store must be dropped first: sled holds an
-    /// exclusive lock on its files. Its background threads can keep that lock
-    /// for a moment after the last handle is gone (seen on the first stop
-    /// after a start from a fresh snapshot), so a locked store is retried for
-    /// up to `patience`.
+    /// exclusive lock on its files, which opening waits for up to
+    /// `patience`.
     pub fn checkpoint(dir: &Path, patience: Duration) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            match open_db(dir, None) {
-                Ok(db) => return Store { db }.flush(),
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock")
-                        && started.elapsed() < patience =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(open_error(dir, e)),
-            }
+        Store {
+            db: open_db(dir, None, patience)?,
         }
+        .flush()
     }
 
     /// Opens (or creates) the store in `dir`, checks its schema version and that
@@ -173,7 +184,7 @@ impl Store {
 
     /// Opens without the consistency check, for `peace-tracker check` to report on.
     pub fn open_unchecked(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
-        let db = open_db(dir, flush_every_ms).map_err(|e| open_error(dir, e))?;
+        let db = open_db(dir, flush_every_ms, LOCK_PATIENCE)?;
         let store = Store { db };
         match store.db.get(keys::SCHEMA)? {
             Some(v) => {
@@ -496,5 +507,31 @@ impl StateView for Store {
             .values()
             .map(|v| decode(&v?))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_locked_by_a_live_handle_is_refused_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = open_db(dir.path(), None, Duration::ZERO).unwrap();
+        let err = open_db(dir.path(), None, Duration::from_millis(60)).unwrap_err();
+        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+    }
+
+    #[test]
+    fn a_store_released_while_opening_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = open_db(dir.path(), None, Duration::ZERO).unwrap();
+        let path = dir.path().to_path_buf();
+        let opener = std::thread::spawn(move || open_db(&path, None, LOCK_PATIENCE).map(|_| ()));
+        drop(held);
+        opener
+            .join()
+            .unwrap()
+            .expect("opened once the lock was released");
     }
 }

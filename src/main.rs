@@ -9,6 +9,10 @@ use peace_tracker::server::{Config, Server};
 use peace_tracker::store::{Durability, Store};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: see `Cargo.toml` for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tracks a negotiated peace plan clause by clause over gRPC.
 #[derive(Parser, Debug)]
 #[command(version, about)]

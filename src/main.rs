@@ -9,9 +9,9 @@ use peace_tracker::server::{Config, Server};
 use peace_tracker::store::{Durability, Store};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: see `Cargo.toml` for why.
+/// jemalloc instead of glibc's malloc: see `Cargo.toml` for why.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Tracks a negotiated peace plan clause by clause over gRPC.
 #[derive(Parser, Debug)]

@@ -8,7 +8,11 @@
 //! ```sh
 //! cargo run --release --example sled_layouts -- per-entry   # schema 1: one key per index entry
 //! cargo run --release --example sled_layouts -- chunked     # schema 2: 64 entries per key
+//! cargo run --release --example sled_layouts -- blocks      # schema 2, and the group's log entries in one key
 //! ```
+//!
+//! `blocks` is not a layout the store uses: it measures one of the next steps
+//! in docs/BENCHMARKS.md (one log key per group instead of one per revision).
 //!
 //! Run it under `/usr/bin/time` to see the CPU time of sled's own threads too.
 
@@ -40,9 +44,9 @@ fn main() {
     let layout = std::env::args().nth(1).unwrap_or_default();
     let chunked = match layout.as_str() {
         "per-entry" => false,
-        "chunked" => true,
+        "chunked" | "blocks" => true,
         _ => {
-            eprintln!("usage: sled_layouts per-entry|chunked");
+            eprintln!("usage: sled_layouts per-entry|chunked|blocks");
             std::process::exit(2);
         }
     };
@@ -58,11 +62,17 @@ fn main() {
     let mut rev = 1u64;
     while rev <= REVISIONS {
         let mut batch = sled::Batch::default();
+        let first = rev;
+        let mut block = Vec::new();
         for _ in 0..GROUP {
             let clause = format!("p{}", rev % CLAUSES);
             let party = format!("party{}", rev % PARTIES);
             let (c, p) = (clause.as_bytes(), party.as_bytes());
-            batch.insert(key(b"rev/", &[&rev.to_be_bytes()]), snapshot.clone());
+            if layout == "blocks" {
+                block.extend_from_slice(&snapshot);
+            } else {
+                batch.insert(key(b"rev/", &[&rev.to_be_bytes()]), snapshot.clone());
+            }
             batch.insert(key(b"clause/", &[b"us", c]), snapshot.clone());
             if chunked {
                 let (n, packed) = chunk(rev / CLAUSES);
@@ -78,6 +88,9 @@ fn main() {
                 batch.insert(key(b"ptl/", &[b"us", p, &rev.to_be_bytes()]), vec![]);
             }
             rev += 1;
+        }
+        if layout == "blocks" {
+            batch.insert(key(b"rev/", &[&first.to_be_bytes()]), block);
         }
         db.apply_batch(batch).expect("batch applies");
         db.flush().expect("flush");

@@ -159,15 +159,35 @@ impl Tail {
     }
 }
 
+/// How many lists' open chunks the committer remembers: at most ~600 bytes
+/// each, so a few MiB. The least recently written are forgotten first, and
+/// read back from the store when next appended to.
+const KNOWN_TAILS: usize = 8192;
+
 /// The committer's memory of each list's last chunk, so that appending needs
 /// no read: loaded from the store on first use, updated only after a group's
-/// batch is on disk.
-#[derive(Default)]
+/// batch is on disk, forgotten (least recently written first) past
+/// [`KNOWN_TAILS`] lists.
 pub struct Tails {
-    known: HashMap<Vec<u8>, Tail>,
+    known: lru::LruCache<Vec<u8>, Tail>,
+}
+
+impl Default for Tails {
+    fn default() -> Tails {
+        Tails::with_capacity(KNOWN_TAILS)
+    }
 }
 
 impl Tails {
+    /// Remembers at most `lists` open chunks.
+    fn with_capacity(lists: usize) -> Tails {
+        Tails {
+            known: lru::LruCache::new(
+                std::num::NonZeroUsize::new(lists.max(1)).expect("at least 1"),
+            ),
+        }
+    }
+
     /// A group's appends, staged over what is on disk.
     pub fn stage<'a>(&'a self, db: &'a sled::Db) -> StagedTails<'a> {
         StagedTails {
@@ -180,7 +200,9 @@ impl Tails {
 
     /// Takes a group's appends once its batch is durable.
     pub fn absorb(&mut self, changed: ChangedTails) {
-        self.known.extend(changed.0);
+        for (list, tail) in changed.0 {
+            self.known.put(list, tail);
+        }
     }
 }
 
@@ -202,7 +224,7 @@ impl StagedTails<'_> {
     fn current(&self, list: &[u8]) -> Option<&Tail> {
         self.changed
             .get(list)
-            .or_else(|| self.tails.known.get(list))
+            .or_else(|| self.tails.known.peek(list))
     }
 
     /// Records that `revision` made `version` of the clause whose version list is `list`.
@@ -358,6 +380,54 @@ mod tests {
         assert_eq!(all, (1..=versions).map(revision_of).collect::<Vec<_>>());
         let chunks = db.scan_prefix(&list).count();
         assert_eq!(chunks, 4, "full chunks of {CHUNK} and one open tail");
+    }
+
+    #[test]
+    fn forgotten_tails_are_read_back_and_appends_continue() {
+        let (_dir, db) = db();
+        let mut tails = Tails::with_capacity(2);
+        let lists: Vec<Vec<u8>> = ["a", "b", "c"]
+            .iter()
+            .map(|l| format!("prevc/{l}\0").into_bytes())
+            .collect();
+        let version_list = b"verc/p\0c\0".to_vec();
+        let mut next = 1u64;
+        let mut written: Vec<Vec<u64>> = vec![Vec::new(); lists.len()];
+        // Three rounds over the lists, each list written in its own group, so
+        // that every list is forgotten before it is appended to again.
+        for round in 0..3 {
+            for (i, list) in lists.iter().enumerate() {
+                let revs: Vec<u64> = (next..next + 5).collect();
+                next += 5;
+                append_revisions(&db, &mut tails, list, &revs, 5);
+                written[i].extend(revs);
+                assert!(tails.known.len() <= 2);
+            }
+            // A version list forgotten in the middle of a chunk (versions
+            // 3 and 4 of round 1 follow 1 and 2 of round 0 from the store).
+            let mut staged = tails.stage(&db);
+            for v in [round * 2 + 1, round * 2 + 2] {
+                staged
+                    .append_version(version_list.clone(), v, v * 100)
+                    .unwrap();
+            }
+            let mut batch = sled::Batch::default();
+            staged.write_into(&mut batch);
+            let changed = staged.into_changed();
+            db.apply_batch(batch).unwrap();
+            tails.absorb(changed);
+        }
+        assert!(
+            !tails.known.contains(&lists[0]),
+            "the least recently written went first"
+        );
+        for (list, revs) in lists.iter().zip(&written) {
+            let all: Vec<u64> = entries(&db, list).map(|e| e.unwrap()).collect();
+            assert_eq!(&all, revs);
+        }
+        for v in 1..=6 {
+            assert_eq!(version_entry(&db, &version_list, v).unwrap(), Some(v * 100));
+        }
     }
 
     #[test]

@@ -368,12 +368,16 @@ async fn load(args: LoadArgs, write: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Raw latencies a watcher keeps before adding them to the run's histogram.
+const LATENCY_BUFFER: usize = 4096;
+
 /// What one watcher saw.
 ///
-/// Latencies are kept raw (µs, one `u32` each) and histogrammed once at the
-/// end: a histogram per watcher is ~140 KB of counters, and at 1,000 watchers
-/// recording into them was a cache miss per event and a tenth of the client's
-/// CPU, which the client then took from the server it measures.
+/// Latencies are buffered raw (µs, one `u32` each) and added to the run's one
+/// histogram [`LATENCY_BUFFER`] at a time: a histogram per watcher is ~140 KB
+/// of counters, and at 1,000 watchers recording into them was a cache miss
+/// per event and a tenth of the client's CPU, which the client then took from
+/// the server it measures.
 #[derive(Default)]
 struct Seen {
     latencies_us: Vec<u32>,
@@ -393,6 +397,7 @@ struct WatchRun {
     ready: Arc<AtomicUsize>,
     all_ready: Arc<tokio::sync::watch::Sender<bool>>,
     results: Arc<Mutex<Vec<Seen>>>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
 }
 
 /// One watcher's count: what it saw and the next write it expects.
@@ -411,7 +416,7 @@ impl WatchRun {
         Tally {
             run: self.clone(),
             seen: Seen {
-                latencies_us: Vec::with_capacity(self.total as usize),
+                latencies_us: Vec::with_capacity(LATENCY_BUFFER.min(self.total as usize)),
                 ..Seen::default()
             },
             expected: 0,
@@ -438,6 +443,9 @@ impl Tally {
             self.seen
                 .latencies_us
                 .push(u32::try_from(latency).unwrap_or(u32::MAX));
+            if self.seen.latencies_us.len() >= LATENCY_BUFFER {
+                self.add_latencies();
+            }
         }
         if seq < self.expected {
             self.seen.out_of_order += 1;
@@ -448,8 +456,17 @@ impl Tally {
         self.seen.received += 1;
     }
 
+    /// Moves the buffered latencies into the run's histogram.
+    fn add_latencies(&mut self) {
+        let mut hist = self.run.latencies.lock().unwrap();
+        for latency in self.seen.latencies_us.drain(..) {
+            hist.saturating_record(u64::from(latency));
+        }
+    }
+
     /// Hands the count to the run; writes never seen count as missing.
     fn finish(mut self) {
+        self.add_latencies();
         self.seen.missing += self.run.total.saturating_sub(self.expected);
         self.run.results.lock().unwrap().push(self.seen);
     }
@@ -472,8 +489,14 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
         ready: Arc::default(),
         all_ready: Arc::new(all_ready_tx),
         results: Arc::default(),
+        latencies: Arc::new(Mutex::new(histogram())),
     };
-    let (sent, epoch, results) = (Arc::clone(&run.sent), run.epoch, Arc::clone(&run.results));
+    let (sent, epoch, results, latencies) = (
+        Arc::clone(&run.sent),
+        run.epoch,
+        Arc::clone(&run.results),
+        Arc::clone(&run.latencies),
+    );
     let mut tasks = Vec::new();
     match args.common.target {
         Target::PeaceTracker => {
@@ -586,12 +609,9 @@ async fn watch(args: WatchArgs) -> Result<(), BoxError> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let results = results.lock().unwrap();
-    let mut hist = histogram();
+    let hist = latencies.lock().unwrap();
     let (mut missing, mut out_of_order, mut received) = (0u64, 0u64, 0u64);
     for seen in results.iter() {
-        for &latency in &seen.latencies_us {
-            hist.saturating_record(u64::from(latency));
-        }
         missing += seen.missing;
         out_of_order += seen.out_of_order;
         received += seen.received;

@@ -377,8 +377,37 @@ async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
         clause.text = "tampered".into();
         db.insert(&key, postcard::to_stdvec(&clause).unwrap())
             .unwrap();
-        // And punch a hole in the log.
-        db.remove(peace_tracker::store::keys::rev(3)).unwrap();
+        // And punch a hole in the log: rewrite the block holding revision 3
+        // as the revisions before it and those after it.
+        use peace_tracker::store::keys;
+        let (key, block) = db
+            .range(keys::LOG.to_vec()..=keys::log_block(3))
+            .next_back()
+            .unwrap()
+            .unwrap();
+        let first = keys::trailing_u64(&key);
+        let entries = log_block_entries(&block);
+        let join = |entries: &[Vec<u8>]| -> Vec<u8> {
+            entries
+                .iter()
+                .flat_map(|e| {
+                    (e.len() as u32)
+                        .to_be_bytes()
+                        .into_iter()
+                        .chain(e.iter().copied())
+                })
+                .collect()
+        };
+        let hole = (3 - first) as usize;
+        let (before, after) = (&entries[..hole], &entries[hole + 1..]);
+        if before.is_empty() {
+            db.remove(&key).unwrap();
+        } else {
+            db.insert(&key, join(before)).unwrap();
+        }
+        if !after.is_empty() {
+            db.insert(keys::log_block(4), join(after)).unwrap();
+        }
         db.flush().unwrap();
     }
     let err = peace_tracker::server::Server::open(common::reopen_config(&dir))
@@ -388,7 +417,10 @@ async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
     assert!(err.contains("inconsistent") && err.contains("p7"), "{err}");
     let (ok, report) = process::check(&dir).await;
     assert!(!ok);
-    assert!(report.contains("log gap: expected revision 3"), "{report}");
+    assert!(
+        report.contains("log gap: expected revision 3, found 4"),
+        "{report}"
+    );
     assert!(
         report.contains("us-28-point/p7: latest state differs"),
         "{report}"
@@ -556,9 +588,36 @@ async fn index_backed_reads(c: &mut ClauseTrackerClient<Channel>) -> Vec<String>
     out
 }
 
-/// Rewrites a schema-2 store as schema 1 wrote it: one key per index entry.
+/// The entries of a schema-3 log block: `[u32be length][record]`, repeated.
+fn log_block_entries(mut block: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !block.is_empty() {
+        let len = u32::from_be_bytes(block[..4].try_into().unwrap()) as usize;
+        out.push(block[4..4 + len].to_vec());
+        block = &block[4 + len..];
+    }
+    out
+}
+
+/// Rewrites the store's log as schema 2 wrote it: one `rev/` key per revision.
+fn downgrade_to_schema_2(db: &sled::Db) {
+    use peace_tracker::store::keys;
+    for item in db.scan_prefix(keys::LOG) {
+        let (key, block) = item.unwrap();
+        let first = keys::trailing_u64(&key);
+        for (number, entry) in (first..).zip(log_block_entries(&block)) {
+            db.insert(keys::v2::rev(number), entry).unwrap();
+        }
+        db.remove(key).unwrap();
+    }
+    db.insert(keys::SCHEMA, &2u32.to_be_bytes()[..]).unwrap();
+}
+
+/// Rewrites the store as schema 1 wrote it: schema 2's log, and one key per
+/// index entry.
 fn downgrade_to_schema_1(db: &sled::Db) {
     use peace_tracker::store::keys;
+    downgrade_to_schema_2(db);
     let entries = |packed: &[u8]| -> Vec<u64> {
         packed
             .chunks_exact(8)
@@ -593,6 +652,18 @@ fn downgrade_to_schema_1(db: &sled::Db) {
 
 #[tokio::test]
 async fn a_schema_1_store_is_upgraded_on_open_and_answers_the_same() {
+    upgraded_on_open_answers_the_same(1).await;
+}
+
+#[tokio::test]
+async fn a_schema_2_store_is_upgraded_on_open_and_answers_the_same() {
+    upgraded_on_open_answers_the_same(2).await;
+}
+
+/// Writes enough history to fill several index chunks and log blocks,
+/// rewrites the store as schema `from` wrote it, reopens it, and compares
+/// every index-backed read.
+async fn upgraded_on_open_answers_the_same(from: u32) {
     use peace_tracker::store::keys;
     let server = TestServer::start().await;
     let mut c = server.client().await;
@@ -626,12 +697,19 @@ async fn a_schema_1_store_is_upgraded_on_open_and_answers_the_same() {
     let mut scratch = keys::plan_rev_list(PLAN);
     scratch.extend_from_slice(&999_999u64.to_be_bytes());
 
+    let scratch_block = keys::log_block(999_999);
     {
         let db = sled::open(&dir).unwrap();
-        downgrade_to_schema_1(&db);
-        // Scratch left by an interrupted upgrade must not survive the next one.
-        db.insert(&scratch, &999_999u64.to_be_bytes()[..]).unwrap();
-        assert!(db.scan_prefix(keys::v1::VERSION).next().is_some());
+        if from == 1 {
+            downgrade_to_schema_1(&db);
+            // Scratch left by an interrupted upgrade must not survive the next one.
+            db.insert(&scratch, &999_999u64.to_be_bytes()[..]).unwrap();
+            assert!(db.scan_prefix(keys::v1::VERSION).next().is_some());
+        } else {
+            downgrade_to_schema_2(&db);
+        }
+        db.insert(&scratch_block, &b"scratch"[..]).unwrap();
+        assert!(db.scan_prefix(keys::v2::REV).count() > 2 * 64);
         db.flush().unwrap();
     }
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
@@ -663,15 +741,23 @@ async fn a_schema_1_store_is_upgraded_on_open_and_answers_the_same() {
     drop(store);
     server.stop().await;
 
-    // Nothing of schema 1 or of the scratch is left, and the schema record says 2.
+    // Nothing of the older schemas or of the scratch is left, the log is in
+    // blocks, and the schema record says the current schema.
     let db = sled::open(&dir).unwrap();
     assert!(db.get(&scratch).unwrap().is_none());
-    for prefix in [keys::v1::VERSION, keys::v1::PLAN_REVS, keys::v1::PARTY_REVS] {
+    assert!(db.get(&scratch_block).unwrap().is_none());
+    for prefix in [
+        keys::v1::VERSION,
+        keys::v1::PLAN_REVS,
+        keys::v1::PARTY_REVS,
+        keys::v2::REV,
+    ] {
         assert!(db.scan_prefix(prefix).next().is_none(), "{prefix:?} left");
     }
+    assert!(db.scan_prefix(keys::LOG).count() > 2);
     assert_eq!(
         db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
-        &2u32.to_be_bytes()[..]
+        &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
     );
     drop(keep);
 }

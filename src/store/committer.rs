@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use super::index::{ChangedTails, Tails};
+use super::log;
 use super::{encode, keys, RequestRecord, Store, REQUEST_WINDOW_REVISIONS, REQUEST_WINDOW_SECS};
 use crate::domain::{execute, Clause, CommitContext, Plan, Revision, StateView, Timestamp, Write};
 use crate::error::{Error, Result};
@@ -468,8 +469,8 @@ impl Worker {
     ) -> Result<ChangedTails> {
         let mut batch = sled::Batch::default();
         let mut lists = self.tails.stage(&self.store.db);
+        log::write_blocks(&mut batch, staged)?;
         for rev in staged {
-            batch.insert(keys::rev(rev.revision), encode(rev)?);
             lists.append_revision(keys::plan_rev_list(&rev.plan_id), rev.revision)?;
             if let Some(clause_id) = &rev.clause_id {
                 lists.append_version(

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{decode, index, keys, Store};
+use super::{decode, index, keys, log, Store};
 use crate::domain::{ChangeKind, Clause, Plan, Revision};
 use crate::error::{Error, Result};
 
@@ -48,7 +48,7 @@ pub fn check_latest(store: &Store) -> Result<()> {
     };
     for item in store.db.scan_prefix(keys::PLAN).values() {
         let plan: Plan = decode(&item?)?;
-        let Some(rev) = store.get::<Revision>(&keys::rev(plan.mod_revision))? else {
+        let Some(rev) = log::entry(&store.db, plan.mod_revision)? else {
             return corrupt(format!(
                 "plan {} names missing revision {}",
                 plan.id, plan.mod_revision
@@ -64,7 +64,7 @@ pub fn check_latest(store: &Store) -> Result<()> {
     for item in store.db.scan_prefix(keys::CLAUSE).values() {
         let clause: Clause = decode(&item?)?;
         let name = format!("{}/{}", clause.plan_id, clause.id);
-        let Some(rev) = store.get::<Revision>(&keys::rev(clause.mod_revision))? else {
+        let Some(rev) = log::entry(&store.db, clause.mod_revision)? else {
             return corrupt(format!(
                 "clause {name} names missing revision {}",
                 clause.mod_revision
@@ -103,114 +103,131 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
     let mut clauses: BTreeMap<(String, String), Clause> = BTreeMap::new();
     let mut expected_rev = 1u64;
     let mut last_time = None;
-    for item in store.db.scan_prefix(keys::REV) {
-        let (key, value) = item?;
-        let number = keys::trailing_u64(&key);
-        if number != expected_rev {
-            problem(
-                &mut report,
-                format!("log gap: expected revision {expected_rev}, found {number}"),
-            );
-        }
-        expected_rev = number + 1;
-        report.revisions += 1;
-        let rev: Revision = match decode(&value) {
-            Ok(r) => r,
+    for item in store.db.scan_prefix(keys::LOG) {
+        let (key, block) = item?;
+        let first = keys::trailing_u64(&key);
+        let entries = match log::entries(&block) {
+            Ok(entries) if !entries.is_empty() => entries,
+            Ok(_) => {
+                problem(
+                    &mut report,
+                    format!("log block at revision {first} is empty"),
+                );
+                continue;
+            }
             Err(e) => {
-                problem(&mut report, format!("revision {number}: {e}"));
+                problem(&mut report, format!("log block at revision {first}: {e}"));
                 continue;
             }
         };
-        if rev.revision != number {
-            problem(
-                &mut report,
-                format!("revision {number} is recorded as {}", rev.revision),
-            );
-        }
-        if last_time.is_some_and(|t| rev.commit_time < t) {
-            problem(
-                &mut report,
-                format!("revision {number}: commit time goes backwards"),
-            );
-        }
-        last_time = Some(rev.commit_time);
-        if !index::contains(&store.db, &keys::plan_rev_list(&rev.plan_id), number)? {
-            problem(
-                &mut report,
-                format!("revision {number}: missing from the plan index"),
-            );
-        }
-        match rev.kind {
-            ChangeKind::PlanCreated | ChangeKind::PartyAdded => {
-                let Some(plan) = rev.plan.clone() else {
-                    problem(
-                        &mut report,
-                        format!("revision {number}: plan change without a plan"),
-                    );
-                    continue;
-                };
-                let before = plans.get(&rev.plan_id);
-                let fits = match (rev.kind, before) {
-                    (ChangeKind::PlanCreated, None) => plan.create_revision == number,
-                    (ChangeKind::PartyAdded, Some(before)) => {
-                        plan.parties.len() == before.parties.len() + 1
-                            && plan.parties[..before.parties.len()] == before.parties[..]
-                            && plan.mod_revision == number
-                    }
-                    _ => false,
-                };
-                if !fits {
-                    problem(
-                        &mut report,
-                        format!(
-                            "revision {number}: {:?} does not follow from the plan before it",
-                            rev.kind
-                        ),
-                    );
-                }
-                plans.insert(rev.plan_id.clone(), plan);
+        for (number, value) in (first..).zip(entries) {
+            if number != expected_rev {
+                problem(
+                    &mut report,
+                    format!("log gap: expected revision {expected_rev}, found {number}"),
+                );
             }
-            _ => {
-                let (Some(clause_id), Some(clause)) = (rev.clause_id.clone(), rev.clause.clone())
-                else {
-                    problem(
-                        &mut report,
-                        format!("revision {number}: clause change without a clause"),
-                    );
+            expected_rev = number + 1;
+            report.revisions += 1;
+            let rev: Revision = match decode(value) {
+                Ok(r) => r,
+                Err(e) => {
+                    problem(&mut report, format!("revision {number}: {e}"));
                     continue;
-                };
-                let key = (rev.plan_id.clone(), clause_id.clone());
-                let before = clauses.get(&key);
-                if let Err(why) = step_fits(before, &clause, &rev) {
-                    problem(
-                        &mut report,
-                        format!("revision {number} ({}/{clause_id}): {why}", rev.plan_id),
-                    );
                 }
-                let indexed = index::version_entry(
-                    &store.db,
-                    &keys::version_list(&rev.plan_id, &clause_id),
-                    clause.version,
-                )?;
-                if indexed != Some(number) {
-                    problem(
-                        &mut report,
-                        format!("revision {number}: version index says {indexed:?}"),
-                    );
-                }
-                if let Some(party) = &rev.party_id {
-                    if !index::contains(
-                        &store.db,
-                        &keys::party_rev_list(&rev.plan_id, party),
-                        number,
-                    )? {
+            };
+            if rev.revision != number {
+                problem(
+                    &mut report,
+                    format!("revision {number} is recorded as {}", rev.revision),
+                );
+            }
+            if last_time.is_some_and(|t| rev.commit_time < t) {
+                problem(
+                    &mut report,
+                    format!("revision {number}: commit time goes backwards"),
+                );
+            }
+            last_time = Some(rev.commit_time);
+            if !index::contains(&store.db, &keys::plan_rev_list(&rev.plan_id), number)? {
+                problem(
+                    &mut report,
+                    format!("revision {number}: missing from the plan index"),
+                );
+            }
+            match rev.kind {
+                ChangeKind::PlanCreated | ChangeKind::PartyAdded => {
+                    let Some(plan) = rev.plan.clone() else {
                         problem(
                             &mut report,
-                            format!("revision {number}: missing from the party timeline"),
+                            format!("revision {number}: plan change without a plan"),
+                        );
+                        continue;
+                    };
+                    let before = plans.get(&rev.plan_id);
+                    let fits = match (rev.kind, before) {
+                        (ChangeKind::PlanCreated, None) => plan.create_revision == number,
+                        (ChangeKind::PartyAdded, Some(before)) => {
+                            plan.parties.len() == before.parties.len() + 1
+                                && plan.parties[..before.parties.len()] == before.parties[..]
+                                && plan.mod_revision == number
+                        }
+                        _ => false,
+                    };
+                    if !fits {
+                        problem(
+                            &mut report,
+                            format!(
+                                "revision {number}: {:?} does not follow from the plan before it",
+                                rev.kind
+                            ),
                         );
                     }
+                    plans.insert(rev.plan_id.clone(), plan);
                 }
-                clauses.insert(key, clause);
+                _ => {
+                    let (Some(clause_id), Some(clause)) =
+                        (rev.clause_id.clone(), rev.clause.clone())
+                    else {
+                        problem(
+                            &mut report,
+                            format!("revision {number}: clause change without a clause"),
+                        );
+                        continue;
+                    };
+                    let key = (rev.plan_id.clone(), clause_id.clone());
+                    let before = clauses.get(&key);
+                    if let Err(why) = step_fits(before, &clause, &rev) {
+                        problem(
+                            &mut report,
+                            format!("revision {number} ({}/{clause_id}): {why}", rev.plan_id),
+                        );
+                    }
+                    let indexed = index::version_entry(
+                        &store.db,
+                        &keys::version_list(&rev.plan_id, &clause_id),
+                        clause.version,
+                    )?;
+                    if indexed != Some(number) {
+                        problem(
+                            &mut report,
+                            format!("revision {number}: version index says {indexed:?}"),
+                        );
+                    }
+                    if let Some(party) = &rev.party_id {
+                        if !index::contains(
+                            &store.db,
+                            &keys::party_rev_list(&rev.plan_id, party),
+                            number,
+                        )? {
+                            problem(
+                                &mut report,
+                                format!("revision {number}: missing from the party timeline"),
+                            );
+                        }
+                    }
+                    clauses.insert(key, clause);
+                }
             }
         }
     }

@@ -4,8 +4,8 @@
 
 /// Schema version record.
 pub const SCHEMA: &[u8] = b"meta/schema";
-/// Prefix of the revision log.
-pub const REV: &[u8] = b"rev/";
+/// Prefix of the revision log's blocks (see `log`).
+pub const LOG: &[u8] = b"log/";
 /// Prefix of the latest state of each plan.
 pub const PLAN: &[u8] = b"plan/";
 /// Prefix of the latest state of each clause.
@@ -34,9 +34,9 @@ fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
-/// `rev/{u64be}` → the revision record.
-pub fn rev(revision: u64) -> Vec<u8> {
-    join(REV, &[&revision.to_be_bytes()])
+/// `log/{u64be first revision}` → a block of consecutive revision records.
+pub fn log_block(first: u64) -> Vec<u8> {
+    join(LOG, &[&first.to_be_bytes()])
 }
 
 /// `plan/{plan}` → the plan's latest state.
@@ -76,6 +76,17 @@ pub fn party_rev_list(plan_id: &str, party_id: &str) -> Vec<u8> {
     )
 }
 
+/// The schema-1 and -2 log, one key per revision, read only to migrate a store.
+pub mod v2 {
+    /// Prefix of the log.
+    pub const REV: &[u8] = b"rev/";
+
+    /// `rev/{u64be}` → the revision record.
+    pub fn rev(revision: u64) -> Vec<u8> {
+        super::join(REV, &[&revision.to_be_bytes()])
+    }
+}
+
 /// The schema-1 indexes, one key per entry, read only to migrate a store.
 pub mod v1 {
     /// `ver/{plan}\0{clause}\0{u64be version}` → `u64be` revision.
@@ -112,7 +123,7 @@ mod tests {
     fn revisions_sort_numerically() {
         let mut keys: Vec<Vec<u8>> = [300u64, 2, 1 << 40, 256, 1]
             .iter()
-            .map(|r| rev(*r))
+            .map(|r| log_block(*r))
             .collect();
         keys.sort();
         let back: Vec<u64> = keys.iter().map(|k| trailing_u64(k)).collect();
@@ -133,7 +144,8 @@ mod tests {
 
     #[test]
     fn every_prefix_is_a_prefix_of_its_keys() {
-        assert!(rev(7).starts_with(REV));
+        assert!(log_block(7).starts_with(LOG));
+        assert!(v2::rev(7).starts_with(v2::REV));
         assert!(plan("a").starts_with(PLAN));
         assert!(clause("a", "b").starts_with(&clauses_of("a")));
         assert!(version_list("a", "b").starts_with(VERSION_LISTS));
@@ -155,7 +167,8 @@ mod tests {
     #[test]
     fn prefixes_do_not_overlap() {
         let all = [
-            REV,
+            LOG,
+            v2::REV,
             PLAN,
             CLAUSE,
             VERSION_LISTS,

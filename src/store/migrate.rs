@@ -15,11 +15,20 @@
 //!    here on the chunks are the indexes.
 //! 3. The schema-1 keys are removed in batches. A crash here leaves some
 //!    behind; every open of a schema-2 store removes leftovers first.
+//!
+//! # Schema 2 → 3: the log in blocks
+//!
+//! Schema 2 kept one `rev/` key per revision; schema 3 packs consecutive
+//! revisions into `log/` blocks of up to 64 (see [`super::log`]). The entries'
+//! bytes are copied as they are. The same three steps make it crash-safe:
+//! blocks are scratch until the schema record says 3, then the `rev/` keys are
+//! removed, and any an interrupted upgrade left are removed on every open.
 
 use tracing::info;
 
 use super::index::{chunk_key, CHUNK};
-use super::keys::{self, v1};
+use super::keys::{self, v1, v2};
+use super::log::BLOCK;
 use crate::error::Result;
 
 /// Keys written or removed per sled batch while upgrading.
@@ -57,6 +66,63 @@ pub fn v1_to_v2(db: &sled::Db) -> Result<()> {
         "store upgraded to schema 2; removing the schema-1 index keys (once; about 30 s per million revisions)"
     );
     remove_v1_leftovers(db)
+}
+
+/// Upgrades a schema-2 store to schema 3 (see the module doc).
+pub fn v2_to_v3(db: &sled::Db) -> Result<()> {
+    info!("upgrading the store from schema 2 to 3 (the log in blocks)");
+    remove_prefix(db, keys::LOG)?;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    let mut blocks = 0usize;
+    // The open block: its first revision, entry count and bytes.
+    let mut open: Option<(u64, usize, Vec<u8>)> = None;
+    for item in db.scan_prefix(v2::REV) {
+        let (key, value) = item?;
+        let number = keys::trailing_u64(&key);
+        let continues = matches!(&open, Some((first, count, _))
+            if *count < BLOCK && first + *count as u64 == number);
+        if !continues {
+            if let Some((first, _, block)) = open.take() {
+                batch.insert(keys::log_block(first), block);
+                in_batch += 1;
+                blocks += 1;
+            }
+            open = Some((number, 0, Vec::new()));
+        }
+        if let Some((_, count, block)) = &mut open {
+            block.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            block.extend_from_slice(&value);
+            *count += 1;
+        }
+        if in_batch >= BATCH_KEYS / BLOCK {
+            db.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    if let Some((first, _, block)) = open.take() {
+        batch.insert(keys::log_block(first), block);
+        blocks += 1;
+    }
+    db.apply_batch(batch)?;
+    db.insert(keys::SCHEMA, &3u32.to_be_bytes())?;
+    db.flush()?;
+    info!(
+        blocks,
+        "store upgraded to schema 3; removing the schema-2 log keys (once)"
+    );
+    remove_v2_leftovers(db)
+}
+
+/// Removes the schema-2 log keys left by an interrupted upgrade (none on a
+/// store that never had schema 2).
+pub fn remove_v2_leftovers(db: &sled::Db) -> Result<()> {
+    let removed = remove_prefix(db, v2::REV)?;
+    if removed > 0 {
+        db.flush()?;
+        info!(removed, "removed the schema-2 log keys");
+    }
+    Ok(())
 }
 
 /// Removes the schema-1 index keys left by an interrupted upgrade (none on

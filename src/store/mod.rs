@@ -22,7 +22,7 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/schema` | `u32be` schema version ([`SCHEMA_VERSION`]) |
-//! | `rev/{rev}` | the revision record: metadata plus the clause (or plan) *after* the change |
+//! | `log/{first rev}` | a block of up to 64 consecutive revision records, each metadata plus the clause (or plan) *after* the change (see the `log` module) |
 //! | `plan/{plan}` | the plan's latest state |
 //! | `clause/{plan}\0{clause}` | the clause's latest state |
 //! | `verc/{plan}\0{clause}\0{first version}` | chunk of the revisions that made each version |
@@ -45,13 +45,14 @@
 //!   all of it or none of it.
 //! - `clause/…` and `plan/…` always equal the snapshot in the revision named by
 //!   their `mod_revision` (checked on open; fully by [`Store::check`]).
-//! - `rev/` is gap-free from 1 to the head; commit times never decrease along it,
-//!   which is what lets [`Store::revision_at_time`] binary-search it.
+//! - The log is gap-free from 1 to the head; commit times never decrease along
+//!   it, which is what lets [`Store::revision_at_time`] binary-search it.
 
 mod committer;
 mod index;
 mod integrity;
 pub mod keys;
+mod log;
 mod migrate;
 
 use std::path::Path;
@@ -68,7 +69,7 @@ use crate::error::{Error, Result};
 
 /// Version of the on-disk layout described in the module doc. Schema 1
 /// (one key per index entry) is upgraded on open, see the `migrate` module.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How long idempotency records are kept at the least: the newer of the last
 /// [`REQUEST_WINDOW_REVISIONS`] revisions and the last [`REQUEST_WINDOW_SECS`].
@@ -193,8 +194,18 @@ impl Store {
                         Error::Storage("schema version record is malformed".into())
                     })?);
                 match found {
-                    1 => migrate::v1_to_v2(&store.db)?,
-                    SCHEMA_VERSION => migrate::remove_v1_leftovers(&store.db)?,
+                    1 => {
+                        migrate::v1_to_v2(&store.db)?;
+                        migrate::v2_to_v3(&store.db)?;
+                    }
+                    2 => {
+                        migrate::remove_v1_leftovers(&store.db)?;
+                        migrate::v2_to_v3(&store.db)?;
+                    }
+                    SCHEMA_VERSION => {
+                        migrate::remove_v1_leftovers(&store.db)?;
+                        migrate::remove_v2_leftovers(&store.db)?;
+                    }
                     _ => {
                         return Err(Error::Storage(format!(
                             "store schema version {found} is not the supported {SCHEMA_VERSION}"
@@ -233,13 +244,7 @@ impl Store {
 
     /// The latest revision (0 for an empty store).
     pub fn head(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .scan_prefix(keys::REV)
-            .keys()
-            .next_back()
-            .transpose()?
-            .map_or(0, |k| keys::trailing_u64(&k)))
+        log::head(&self.db)
     }
 
     /// The latest state of a plan.
@@ -306,8 +311,7 @@ impl Store {
     }
 
     fn clause_in_revision(&self, revision: u64) -> Result<Clause> {
-        let rev: Revision = self
-            .get(&keys::rev(revision))?
+        let rev = log::entry(&self.db, revision)?
             .ok_or_else(|| Error::Storage(format!("revision {revision} is indexed but missing")))?;
         rev.clause
             .ok_or_else(|| Error::Storage(format!("revision {revision} holds no clause")))
@@ -364,27 +368,26 @@ impl Store {
 
     /// One revision, with `previous` filled in.
     pub fn revision(&self, revision: u64) -> Result<Option<Revision>> {
-        let Some(mut rev) = self.get::<Revision>(&keys::rev(revision))? else {
-            return Ok(None);
-        };
+        match log::entry(&self.db, revision)? {
+            Some(rev) => self.with_previous(rev).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fills in `previous`: the clause at the version before this revision's.
+    fn with_previous(&self, mut rev: Revision) -> Result<Revision> {
         if let (Some(clause_id), true) = (&rev.clause_id, rev.clause_version > 1) {
             rev.previous = self.clause_version(&rev.plan_id, clause_id, rev.clause_version - 1)?;
         }
-        Ok(Some(rev))
+        Ok(rev)
     }
 
     /// Consecutive revisions `from..=to` (clamped to the head), at most `limit`.
     pub fn revisions_range(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Arc<Revision>>> {
-        let mut out = Vec::new();
-        let mut rev = from.max(1);
-        while rev <= to && out.len() < limit {
-            match self.revision(rev)? {
-                Some(r) => out.push(Arc::new(r)),
-                None => break,
-            }
-            rev += 1;
-        }
-        Ok(out)
+        log::range(&self.db, from, to, limit)?
+            .into_iter()
+            .map(|rev| self.with_previous(rev).map(Arc::new))
+            .collect()
     }
 
     /// Revision numbers matching `filter` within `from..=to`, oldest first, at most `limit`.
@@ -413,18 +416,8 @@ impl Store {
             Ok(out)
         };
         match (&filter.plan_id, &filter.clause_id, &filter.party_id) {
-            (None, _, _) => {
-                let mut start = keys::REV.to_vec();
-                start.extend_from_slice(&from.to_be_bytes());
-                let mut end = keys::REV.to_vec();
-                end.extend_from_slice(&to.to_be_bytes());
-                self.db
-                    .range(start..=end)
-                    .keys()
-                    .map(|k| k.map(|k| keys::trailing_u64(&k)).map_err(Error::from))
-                    .take(limit)
-                    .collect()
-            }
+            // The log is gap-free from 1 to the head.
+            (None, _, _) => Ok((from..=to.min(self.head()?)).take(limit).collect()),
             (Some(plan), None, None) => in_range(&mut index::entries_from(
                 &self.db,
                 &keys::plan_rev_list(plan),
@@ -443,7 +436,7 @@ impl Store {
                         break;
                     }
                     if let Some(clause) = clause {
-                        let r: Option<Revision> = self.get(&keys::rev(rev))?;
+                        let r = log::entry(&self.db, rev)?;
                         if r.and_then(|r| r.clause_id).as_deref() != Some(clause.as_str()) {
                             continue;
                         }
@@ -462,8 +455,7 @@ impl Store {
     pub fn revision_at_time(&self, time: Timestamp) -> Result<u64> {
         let head = self.head()?;
         let commit_time = |rev: u64| -> Result<Timestamp> {
-            let r: Revision = self
-                .get(&keys::rev(rev))?
+            let r = log::entry(&self.db, rev)?
                 .ok_or_else(|| Error::Storage(format!("revision {rev} missing below the head")))?;
             Ok(r.commit_time)
         };

@@ -1,0 +1,211 @@
+//! The revision log, in blocks: one sled key per committed group of up to
+//! [`BLOCK`] consecutive revisions instead of one key per revision.
+//!
+//! sled 0.34's cost per commit follows the number of new keys much more than
+//! their bytes (`examples/sled_layouts.rs`: half the CPU with blocks), and the
+//! log entry was the one new key every revision still added.
+//!
+//! # Layout
+//!
+//! `log/{u64be first revision}` → the block's entries, each
+//! `[u32be length][postcard Revision]`, for revisions `first`, `first + 1`, …
+//! in order. A block is written once, by the commit that made its revisions,
+//! and never changed; a group of more than [`BLOCK`] revisions writes several.
+//!
+//! # Invariants
+//!
+//! - Blocks are gap-free: each starts right after the previous block's last
+//!   revision, the first at 1. So the head is the last block's first revision
+//!   plus its entry count, minus one, and revision numbers need no index.
+//! - Reading revision `n` finds the last block starting at or before `n` (one
+//!   seek) and decodes only entry `n - first`.
+
+use sled::IVec;
+
+use super::{decode, encode, keys};
+use crate::domain::Revision;
+use crate::error::{Error, Result};
+
+/// Most revisions in one block.
+pub const BLOCK: usize = 64;
+
+/// Appends `revisions` (consecutive, oldest first) to `batch` as blocks.
+pub fn write_blocks(batch: &mut sled::Batch, revisions: &[Revision]) -> Result<()> {
+    for part in revisions.chunks(BLOCK) {
+        let mut block = Vec::new();
+        for rev in part {
+            let entry = encode(rev)?;
+            let len = u32::try_from(entry.len())
+                .map_err(|_| Error::Storage("a revision record exceeds 4 GiB".into()))?;
+            block.extend_from_slice(&len.to_be_bytes());
+            block.extend_from_slice(&entry);
+        }
+        batch.insert(keys::log_block(part[0].revision), block);
+    }
+    Ok(())
+}
+
+/// The entries of a block, in order.
+pub fn entries(block: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = block;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::Storage("a log block ends inside an entry's length".into()))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(Error::Storage("a log block ends inside an entry".into()));
+        }
+        let (entry, tail) = tail.split_at(len);
+        out.push(entry);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// The block holding `revision`, if any block starts at or before it: its
+/// first revision and bytes.
+fn block_at_or_before(db: &sled::Db, revision: u64) -> Result<Option<(u64, IVec)>> {
+    match db
+        .range(keys::LOG.to_vec()..=keys::log_block(revision))
+        .next_back()
+    {
+        None => Ok(None),
+        Some(item) => {
+            let (key, block) = item?;
+            Ok(Some((keys::trailing_u64(&key), block)))
+        }
+    }
+}
+
+/// Revision `revision` as stored (without `previous`).
+pub fn entry(db: &sled::Db, revision: u64) -> Result<Option<Revision>> {
+    let Some((first, block)) = block_at_or_before(db, revision)? else {
+        return Ok(None);
+    };
+    match entries(&block)?.get((revision - first) as usize) {
+        Some(bytes) => Ok(Some(decode(bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The latest revision (0 for an empty log).
+pub fn head(db: &sled::Db) -> Result<u64> {
+    match db.scan_prefix(keys::LOG).next_back() {
+        None => Ok(0),
+        Some(item) => {
+            let (key, block) = item?;
+            match entries(&block)?.len() as u64 {
+                0 => Err(Error::Storage("the last log block is empty".into())),
+                n => Ok(keys::trailing_u64(&key) + n - 1),
+            }
+        }
+    }
+}
+
+/// Revisions `from..=to` as stored, oldest first, at most `limit`.
+pub fn range(db: &sled::Db, from: u64, to: u64, limit: usize) -> Result<Vec<Revision>> {
+    let mut out = Vec::new();
+    let from = from.max(1);
+    if from > to || limit == 0 {
+        return Ok(out);
+    }
+    let start = match block_at_or_before(db, from)? {
+        Some((first, _)) => first,
+        None => from,
+    };
+    for item in db.range(keys::log_block(start)..=keys::log_block(to)) {
+        let (key, block) = item?;
+        let first = keys::trailing_u64(&key);
+        for (i, bytes) in entries(&block)?.into_iter().enumerate() {
+            let number = first + i as u64;
+            if number < from {
+                continue;
+            }
+            if number > to || out.len() >= limit {
+                return Ok(out);
+            }
+            out.push(decode(bytes)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChangeKind, Timestamp};
+
+    fn rev(n: u64) -> Revision {
+        Revision {
+            revision: n,
+            plan_id: "p".into(),
+            clause_id: None,
+            clause_version: 0,
+            kind: ChangeKind::PlanCreated,
+            author: "a".into(),
+            reason: format!("r{n}"),
+            source_url: String::new(),
+            commit_time: Timestamp::default(),
+            request_id: String::new(),
+            party_id: None,
+            clause: None,
+            plan: None,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn groups_of_any_size_read_back_one_by_one_and_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        assert_eq!(head(&db).unwrap(), 0);
+        assert!(entry(&db, 1).unwrap().is_none());
+        // Groups of 1, of a full block, of more than a block, and a tail.
+        let mut next = 1u64;
+        for group in [1, BLOCK, 2 * BLOCK + 3, 5] {
+            let revisions: Vec<Revision> = (next..next + group as u64).map(rev).collect();
+            let mut batch = sled::Batch::default();
+            write_blocks(&mut batch, &revisions).unwrap();
+            db.apply_batch(batch).unwrap();
+            next += group as u64;
+        }
+        let last = next - 1;
+        assert_eq!(head(&db).unwrap(), last);
+        assert_eq!(db.scan_prefix(keys::LOG).count(), 1 + 1 + 3 + 1);
+        for n in 1..=last {
+            assert_eq!(entry(&db, n).unwrap().unwrap().reason, format!("r{n}"));
+        }
+        assert!(entry(&db, last + 1).unwrap().is_none());
+        let numbers = |from, to, limit| -> Vec<u64> {
+            range(&db, from, to, limit)
+                .unwrap()
+                .iter()
+                .map(|r| r.revision)
+                .collect()
+        };
+        assert_eq!(numbers(0, last, usize::MAX), (1..=last).collect::<Vec<_>>());
+        assert_eq!(numbers(60, 70, usize::MAX), (60..=70).collect::<Vec<_>>());
+        assert_eq!(numbers(60, 70, 3), vec![60, 61, 62]);
+        assert_eq!(numbers(last - 1, last + 10, 10), vec![last - 1, last]);
+        assert!(numbers(last + 1, last + 10, 10).is_empty());
+        assert!(numbers(5, 4, 10).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_block_is_an_error_not_a_shorter_log() {
+        let block = {
+            let mut batch = sled::Batch::default();
+            write_blocks(&mut batch, &[rev(1), rev(2)]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            db.apply_batch(batch).unwrap();
+            db.get(keys::log_block(1)).unwrap().unwrap().to_vec()
+        };
+        assert_eq!(entries(&block).unwrap().len(), 2);
+        for cut in [1, 3, block.len() - 1] {
+            assert!(entries(&block[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -763,6 +763,30 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
 }
 
 #[tokio::test]
+async fn schema_2_log_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
+    use peace_tracker::store::keys;
+    let server = TestServer::start().await;
+    let (dir, keep) = server.stop().await;
+    {
+        // An upgrade interrupted after its flip: the blocks are the log, and
+        // one schema-2 log key is left.
+        let db = sled::open(&dir).unwrap();
+        assert_eq!(
+            db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
+            &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
+        );
+        db.insert(keys::v2::rev(5), &b"stale"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    assert!(server.store.check().unwrap().ok());
+    server.stop().await;
+    let db = sled::open(&dir).unwrap();
+    assert!(db.scan_prefix(keys::v2::REV).next().is_none());
+    drop(keep);
+}
+
+#[tokio::test]
 async fn schema_1_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
     use peace_tracker::store::keys;
     let server = TestServer::start().await;

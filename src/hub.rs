@@ -256,25 +256,9 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChangeKind, Timestamp};
 
     fn rev(n: u64) -> Arc<Revision> {
-        Arc::new(Revision {
-            revision: n,
-            plan_id: "p".into(),
-            clause_id: None,
-            clause_version: 0,
-            kind: ChangeKind::PlanCreated,
-            author: String::new(),
-            reason: String::new(),
-            source_url: String::new(),
-            commit_time: Timestamp::default(),
-            request_id: String::new(),
-            party_id: None,
-            clause: None,
-            plan: None,
-            previous: None,
-        })
+        Arc::new(Revision::bare(n))
     }
 
     #[test]

@@ -299,3 +299,27 @@ pub struct Revision {
     #[serde(skip)]
     pub previous: Option<Clause>,
 }
+
+#[cfg(test)]
+impl Revision {
+    /// A plan-level revision `n` of plan `p` with every other field empty, for
+    /// tests of the machinery that moves revisions (store, hub).
+    pub(crate) fn bare(n: u64) -> Revision {
+        Revision {
+            revision: n,
+            plan_id: "p".into(),
+            clause_id: None,
+            clause_version: 0,
+            kind: ChangeKind::PlanCreated,
+            author: String::new(),
+            reason: String::new(),
+            source_url: String::new(),
+            commit_time: Timestamp::default(),
+            request_id: String::new(),
+            party_id: None,
+            clause: None,
+            plan: None,
+            previous: None,
+        }
+    }
+}

@@ -135,24 +135,11 @@ pub fn range(db: &sled::Db, from: u64, to: u64, limit: usize) -> Result<Vec<Revi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChangeKind, Timestamp};
 
     fn rev(n: u64) -> Revision {
         Revision {
-            revision: n,
-            plan_id: "p".into(),
-            clause_id: None,
-            clause_version: 0,
-            kind: ChangeKind::PlanCreated,
-            author: "a".into(),
             reason: format!("r{n}"),
-            source_url: String::new(),
-            commit_time: Timestamp::default(),
-            request_id: String::new(),
-            party_id: None,
-            clause: None,
-            plan: None,
-            previous: None,
+            ..Revision::bare(n)
         }
     }
 

@@ -50,18 +50,38 @@ pub fn entries(block: &[u8]) -> Result<Vec<&[u8]>> {
     let mut out = Vec::new();
     let mut rest = block;
     while !rest.is_empty() {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| Error::Storage("a log block ends inside an entry's length".into()))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err(Error::Storage("a log block ends inside an entry".into()));
-        }
-        let (entry, tail) = tail.split_at(len);
+        let (entry, tail) = split_entry(rest)?;
         out.push(entry);
         rest = tail;
     }
     Ok(out)
+}
+
+/// Entry `index` of a block, if it has that many.
+fn nth_entry(block: &[u8], index: usize) -> Result<Option<&[u8]>> {
+    let mut rest = block;
+    for _ in 0..index {
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        rest = split_entry(rest)?.1;
+    }
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(split_entry(rest)?.0))
+}
+
+/// The first entry of `bytes` and what follows it.
+fn split_entry(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let (len, tail) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| Error::Storage("a log block ends inside an entry's length".into()))?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if tail.len() < len {
+        return Err(Error::Storage("a log block ends inside an entry".into()));
+    }
+    Ok(tail.split_at(len))
 }
 
 /// The block holding `revision`, if any block starts at or before it: its
@@ -84,7 +104,7 @@ pub fn entry(db: &sled::Db, revision: u64) -> Result<Option<Revision>> {
     let Some((first, block)) = block_at_or_before(db, revision)? else {
         return Ok(None);
     };
-    match entries(&block)?.get((revision - first) as usize) {
+    match nth_entry(&block, (revision - first) as usize)? {
         Some(bytes) => Ok(Some(decode(bytes)?)),
         None => Ok(None),
     }

@@ -57,6 +57,9 @@ struct Cli {
 enum Command {
     /// Verify the whole store (gap-free log, every clause equals the replay of its revisions).
     Check,
+    /// Rewrite the store into a fresh data dir without the space sled keeps for removed keys
+    /// (after an upgrade); the old dir is kept as {data-dir}.before-compact. Stop the server first.
+    Compact,
     /// Print the SHA-256 of a token read from stdin, for the auth file.
     HashToken,
 }
@@ -81,7 +84,33 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check) => check(&cli.data_dir),
+        Some(Command::Compact) => compact(&cli.data_dir),
         None => serve(cli),
+    }
+}
+
+fn compact(data_dir: &std::path::Path) -> ExitCode {
+    if !data_dir.exists() {
+        eprintln!("error: no store at {}", data_dir.display());
+        return ExitCode::FAILURE;
+    }
+    match Store::compact(data_dir) {
+        Ok(done) => {
+            let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+            println!(
+                "{}: {} revisions, {:.1} MiB -> {:.1} MiB; the old data dir is kept at {} (delete it once you are satisfied)",
+                data_dir.display(),
+                done.revisions,
+                mib(done.bytes_before),
+                mib(done.bytes_after),
+                done.kept.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compact failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

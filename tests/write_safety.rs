@@ -763,6 +763,78 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
 }
 
 #[tokio::test]
+async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
+    let dir_size = |dir: &std::path::Path| -> u64 {
+        fn walk(dir: &std::path::Path) -> u64 {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .map(|e| match e.metadata().unwrap() {
+                    m if m.is_dir() => walk(&e.path()),
+                    m => m.len(),
+                })
+                .sum()
+        }
+        walk(dir)
+    };
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for round in 0..4 {
+        let changes = (0..50)
+            .map(|i| pb::Change {
+                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
+                    note: format!("round {round} step {i}"),
+                    ..stance("p2", "russia", pb::Position::Oppose)
+                })),
+            })
+            .collect();
+        c.apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let before = index_backed_reads(&mut c).await;
+    drop(c);
+    let (dir, keep) = server.stop().await;
+    // An upgrade removes every old log key, and sled keeps their space.
+    downgrade_to_schema_2(&sled::open(&dir).unwrap());
+    TestServer::start_with(common::reopen_config(&dir))
+        .await
+        .stop()
+        .await;
+    let upgraded = dir_size(&dir);
+
+    let (ok, out) = process::tool("compact", &dir).await;
+    assert!(ok, "{out}");
+    let kept = dir.with_file_name(format!(
+        "{}.before-compact",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(out.contains("before-compact"), "{out}");
+    let (ok, report) = process::check(&kept).await;
+    assert!(ok, "the old dir is kept, whole: {report}");
+    let compacted = dir_size(&dir);
+    assert!(compacted < upgraded, "{compacted} >= {upgraded}");
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(index_backed_reads(&mut c).await, before);
+    assert!(server.store.check().unwrap().ok());
+    drop(c);
+    server.stop().await;
+
+    // A second compaction will not overwrite the kept dir, and changes nothing.
+    let (ok, out) = process::tool("compact", &dir).await;
+    assert!(!ok);
+    assert!(out.contains("remove it first"), "{out}");
+    let (ok, report) = process::check(&dir).await;
+    assert!(ok, "{report}");
+    drop(keep);
+}
+
+#[tokio::test]
 async fn schema_2_log_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
     use peace_tracker::store::keys;
     let server = TestServer::start().await;

@@ -115,6 +115,37 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
 }
 
+/// Records copied per batch by [`Store::compact`].
+const COMPACT_BATCH: usize = 10_000;
+
+/// What [`Store::compact`] did.
+#[derive(Debug)]
+pub struct Compacted {
+    /// Revisions in the store.
+    pub revisions: u64,
+    /// Size of the data dir before.
+    pub bytes_before: u64,
+    /// Size of the compacted data dir.
+    pub bytes_after: u64,
+    /// Where the old data dir was kept.
+    pub kept: std::path::PathBuf,
+}
+
+/// Total size of the files under `dir`.
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
 /// How long opening waits for sled's lock on the data dir. sled's background
 /// threads can hold it for a moment after the last handle on a store is
 /// dropped, so a restart (or the shutdown checkpoint) right after a clean stop
@@ -172,7 +203,75 @@ impl Store {
         .flush()
     }
 
-    /// Opens (or creates) the store in `dir`, checks its schema version and that
+    /// Rewrites the store in `dir` into a fresh data dir, leaving out the
+    /// space sled 0.34 keeps for keys that were overwritten or removed (an
+    /// upgrade removes every old key, and sled does not give that space back).
+    ///
+    /// The store is opened (and upgraded) first. Its records are copied in
+    /// batches into `{dir}.compacting`, which must then hold the same records
+    /// (sled's checksum) and pass [`Store::check`]. Only then is `dir` renamed
+    /// to `{dir}.before-compact`, kept for the operator to delete, and the
+    /// fresh dir takes its name. Nothing is changed if any step fails.
+    pub fn compact(dir: &Path) -> Result<Compacted> {
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Storage(format!("{} names no directory", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let fresh_dir = dir.with_file_name(format!("{name}.compacting"));
+        let kept_dir = dir.with_file_name(format!("{name}.before-compact"));
+        if kept_dir.exists() {
+            return Err(Error::Storage(format!(
+                "{} exists (from an earlier compaction?): remove it first",
+                kept_dir.display()
+            )));
+        }
+        let io = |what: &str, e: std::io::Error| Error::Storage(format!("{what}: {e}"));
+        if fresh_dir.exists() {
+            std::fs::remove_dir_all(&fresh_dir)
+                .map_err(|e| io("cannot remove an unfinished compaction", e))?;
+        }
+        let bytes_before = dir_size(dir).map_err(|e| io("cannot size the data dir", e))?;
+        let old = Store::open(dir, None)?;
+        let fresh = Store {
+            db: open_db(&fresh_dir, None, Duration::ZERO)?,
+        };
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in old.db.iter() {
+            let (key, value) = item?;
+            batch.insert(key, value);
+            in_batch += 1;
+            if in_batch == COMPACT_BATCH {
+                fresh.db.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        fresh.db.apply_batch(batch)?;
+        fresh.flush()?;
+        let report = fresh.check()?;
+        if old.db.checksum()? != fresh.db.checksum()? || !report.ok() {
+            drop(fresh);
+            let _ = std::fs::remove_dir_all(&fresh_dir);
+            return Err(Error::Storage(format!(
+                "the compacted copy differs from the store; nothing was changed ({})",
+                report.problems.join("; ")
+            )));
+        }
+        drop((old, fresh));
+        // A snapshot, so that the first start on the fresh dir replays nothing.
+        Store::checkpoint(&fresh_dir, LOCK_PATIENCE)?;
+        std::fs::rename(dir, &kept_dir).map_err(|e| io("cannot set the old data dir aside", e))?;
+        std::fs::rename(&fresh_dir, dir)
+            .map_err(|e| io("cannot move the compacted data dir into place", e))?;
+        Ok(Compacted {
+            revisions: report.revisions,
+            bytes_before,
+            bytes_after: dir_size(dir).map_err(|e| io("cannot size the data dir", e))?,
+            kept: kept_dir,
+        })
+    }
+
     /// the latest-state records agree with the revision log.
     ///
     /// `flush_every_ms` is sled's background flush period (`None` = only explicit

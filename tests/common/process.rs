@@ -50,12 +50,17 @@ pub async fn spawn(data_dir: &Path, extra: &[&str]) -> ChildServer {
 
 /// Runs `peace-tracker check --data-dir DIR`: (success, stdout + stderr).
 pub async fn check(data_dir: &Path) -> (bool, String) {
+    tool("check", data_dir).await
+}
+
+/// Runs `peace-tracker {command} --data-dir DIR`: (success, stdout + stderr).
+pub async fn tool(command: &str, data_dir: &Path) -> (bool, String) {
     let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
+        .args([command, "--data-dir"])
         .arg(data_dir)
         .output()
         .await
-        .expect("check runs");
+        .expect("the tool runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -660,14 +660,9 @@ async fn a_schema_2_store_is_upgraded_on_open_and_answers_the_same() {
     upgraded_on_open_answers_the_same(2).await;
 }
 
-/// Writes enough history to fill several index chunks and log blocks,
-/// rewrites the store as schema `from` wrote it, reopens it, and compares
-/// every index-backed read.
-async fn upgraded_on_open_answers_the_same(from: u32) {
-    use peace_tracker::store::keys;
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    // p2 gets enough versions to fill several index chunks; russia's timeline too.
+/// 200 stance changes in Apply batches of 50: p2 gets enough versions to fill
+/// several index chunks and log blocks, and russia's timeline too.
+async fn write_history(c: &mut ClauseTrackerClient<Channel>) {
     let positions = [pb::Position::Oppose, pb::Position::Amend];
     for round in 0..4 {
         let changes = (0..50)
@@ -690,6 +685,16 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
         .await
         .unwrap();
     }
+}
+
+/// Writes enough history to fill several index chunks and log blocks,
+/// rewrites the store as schema `from` wrote it, reopens it, and compares
+/// every index-backed read.
+async fn upgraded_on_open_answers_the_same(from: u32) {
+    use peace_tracker::store::keys;
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    write_history(&mut c).await;
     assert!(c.latest_clause(PLAN, "p2").await.version > 129);
     let before = index_backed_reads(&mut c).await;
     drop(c);
@@ -779,23 +784,7 @@ async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
     };
     let server = TestServer::start().await;
     let mut c = server.client().await;
-    for round in 0..4 {
-        let changes = (0..50)
-            .map(|i| pb::Change {
-                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
-                    note: format!("round {round} step {i}"),
-                    ..stance("p2", "russia", pb::Position::Oppose)
-                })),
-            })
-            .collect();
-        c.apply(pb::ApplyRequest {
-            plan_id: PLAN.into(),
-            changes,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    write_history(&mut c).await;
     let before = index_backed_reads(&mut c).await;
     drop(c);
     let (dir, keep) = server.stop().await;
@@ -837,45 +826,38 @@ async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
 #[tokio::test]
 async fn schema_2_log_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
     use peace_tracker::store::keys;
-    let server = TestServer::start().await;
-    let (dir, keep) = server.stop().await;
-    {
-        // An upgrade interrupted after its flip: the blocks are the log, and
-        // one schema-2 log key is left.
-        let db = sled::open(&dir).unwrap();
-        assert_eq!(
-            db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
-            &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
-        );
-        db.insert(keys::v2::rev(5), &b"stale"[..]).unwrap();
-        db.flush().unwrap();
-    }
-    let server = TestServer::start_with(common::reopen_config(&dir)).await;
-    assert!(server.store.check().unwrap().ok());
-    server.stop().await;
-    let db = sled::open(&dir).unwrap();
-    assert!(db.scan_prefix(keys::v2::REV).next().is_none());
-    drop(keep);
+    leftover_is_removed_on_open(keys::v2::rev(5), keys::v2::REV).await;
 }
 
 #[tokio::test]
 async fn schema_1_keys_left_by_an_interrupted_upgrade_are_removed_on_open() {
     use peace_tracker::store::keys;
+    let mut leftover = keys::v1::PLAN_REVS.to_vec();
+    leftover.extend_from_slice(PLAN.as_bytes());
+    leftover.push(0);
+    leftover.extend_from_slice(&3u64.to_be_bytes());
+    leftover_is_removed_on_open(leftover, keys::v1::PLAN_REVS).await;
+}
+
+/// Plants `key` in a current store, as an upgrade interrupted after its flip
+/// leaves it, and checks that the next open removes everything under `prefix`.
+async fn leftover_is_removed_on_open(key: Vec<u8>, prefix: &[u8]) {
+    use peace_tracker::store::keys;
     let server = TestServer::start().await;
     let (dir, keep) = server.stop().await;
     {
         let db = sled::open(&dir).unwrap();
-        let mut leftover = keys::v1::PLAN_REVS.to_vec();
-        leftover.extend_from_slice(PLAN.as_bytes());
-        leftover.push(0);
-        leftover.extend_from_slice(&3u64.to_be_bytes());
-        db.insert(leftover, &[][..]).unwrap();
+        assert_eq!(
+            db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
+            &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
+        );
+        db.insert(key, &b"stale"[..]).unwrap();
         db.flush().unwrap();
     }
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
     assert!(server.store.check().unwrap().ok());
     server.stop().await;
     let db = sled::open(&dir).unwrap();
-    assert!(db.scan_prefix(keys::v1::PLAN_REVS).next().is_none());
+    assert!(db.scan_prefix(prefix).next().is_none(), "{prefix:?} left");
     drop(keep);
 }

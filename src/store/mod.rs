@@ -211,7 +211,8 @@ impl Store {
     /// batches into `{dir}.compacting`, which must then hold the same records
     /// (sled's checksum) and pass [`Store::check`]. Only then is `dir` renamed
     /// to `{dir}.before-compact`, kept for the operator to delete, and the
-    /// fresh dir takes its name. Nothing is changed if any step fails.
+    /// fresh dir takes its name. If the copy or its checks fail, nothing is
+    /// changed; if the last rename fails, the old dir is put back.
     pub fn compact(dir: &Path) -> Result<Compacted> {
         let name = dir
             .file_name()
@@ -262,8 +263,21 @@ impl Store {
         // A snapshot, so that the first start on the fresh dir replays nothing.
         Store::checkpoint(&fresh_dir, LOCK_PATIENCE)?;
         std::fs::rename(dir, &kept_dir).map_err(|e| io("cannot set the old data dir aside", e))?;
-        std::fs::rename(&fresh_dir, dir)
-            .map_err(|e| io("cannot move the compacted data dir into place", e))?;
+        if let Err(e) = std::fs::rename(&fresh_dir, dir) {
+            // Put the old dir back, so that the store is where it was.
+            let restored = std::fs::rename(&kept_dir, dir);
+            return Err(io(
+                &format!(
+                    "cannot move the compacted data dir into place (the old one {})",
+                    if restored.is_ok() {
+                        "is back"
+                    } else {
+                        "is still set aside"
+                    }
+                ),
+                e,
+            ));
+        }
         Ok(Compacted {
             revisions: report.revisions,
             bytes_before,

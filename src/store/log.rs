@@ -34,14 +34,19 @@ pub fn write_blocks(batch: &mut sled::Batch, revisions: &[Revision]) -> Result<(
     for part in revisions.chunks(BLOCK) {
         let mut block = Vec::new();
         for rev in part {
-            let entry = encode(rev)?;
-            let len = u32::try_from(entry.len())
-                .map_err(|_| Error::Storage("a revision record exceeds 4 GiB".into()))?;
-            block.extend_from_slice(&len.to_be_bytes());
-            block.extend_from_slice(&entry);
+            push_entry(&mut block, &encode(rev)?)?;
         }
         batch.insert(keys::log_block(part[0].revision), block);
     }
+    Ok(())
+}
+
+/// Appends one encoded revision record to a block.
+pub fn push_entry(block: &mut Vec<u8>, entry: &[u8]) -> Result<()> {
+    let len = u32::try_from(entry.len())
+        .map_err(|_| Error::Storage("a revision record exceeds 4 GiB".into()))?;
+    block.extend_from_slice(&len.to_be_bytes());
+    block.extend_from_slice(entry);
     Ok(())
 }
 
@@ -116,7 +121,13 @@ pub fn head(db: &sled::Db) -> Result<u64> {
         None => Ok(0),
         Some(item) => {
             let (key, block) = item?;
-            match entries(&block)?.len() as u64 {
+            let mut count = 0u64;
+            let mut rest = &block[..];
+            while !rest.is_empty() {
+                rest = split_entry(rest)?.1;
+                count += 1;
+            }
+            match count {
                 0 => Err(Error::Storage("the last log block is empty".into())),
                 n => Ok(keys::trailing_u64(&key) + n - 1),
             }

@@ -28,7 +28,7 @@ use tracing::info;
 
 use super::index::{chunk_key, CHUNK};
 use super::keys::{self, v1, v2};
-use super::log::BLOCK;
+use super::log::{self, BLOCK};
 use crate::error::Result;
 
 /// Keys written or removed per sled batch while upgrading.
@@ -91,8 +91,7 @@ pub fn v2_to_v3(db: &sled::Db) -> Result<()> {
             open = Some((number, 0, Vec::new()));
         }
         if let Some((_, count, block)) = &mut open {
-            block.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            block.extend_from_slice(&value);
+            log::push_entry(block, &value)?;
             *count += 1;
         }
         if in_batch >= BATCH_KEYS / BLOCK {

@@ -648,6 +648,47 @@ async fn every_error_code_and_rejected_writes_leave_no_trace() {
 }
 
 #[tokio::test]
+async fn a_clause_over_its_text_limit_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    // Each field within its own limit (4,000 characters), in 4-byte characters:
+    // 16,000 bytes per note and quote, about 34 KB per stance.
+    let full = |party: &str| pb::SetStanceRequest {
+        note: "\u{1D11E}".repeat(4000),
+        quote: "\u{1D11E}".repeat(4000),
+        source_url: format!("https://example.org/{}", "a".repeat(2000)),
+        ..stance("p2", party, pb::Position::Oppose)
+    };
+    for party in ["ukraine", "russia", "united-states"] {
+        c.set_stance(full(party)).await.unwrap();
+    }
+    let head = server.store.head().unwrap();
+    let before = c.latest_clause(PLAN, "p2").await;
+    // The fourth takes the clause past 128 KiB of text in all.
+    let err = c.set_stance(full("europe")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(bad_request_field(&err), "note");
+    assert!(
+        err.message().contains("the limit per clause is 131072"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        server.store.head().unwrap(),
+        head,
+        "the refused write committed"
+    );
+    assert_eq!(c.latest_clause(PLAN, "p2").await, before);
+    // A smaller stance for the same party still fits.
+    c.set_stance(pb::SetStanceRequest {
+        note: "short".into(),
+        ..full("europe")
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn state_survives_a_restart_and_is_not_reseeded() {
     let server = TestServer::start().await;
     let mut c = server.client().await;

@@ -289,6 +289,59 @@ async fn concurrent_writes_get_gap_free_revisions() {
 /// What a writer saw acknowledged: revision -> (clause, note).
 type Acked = Arc<Mutex<HashMap<u64, (String, String)>>>;
 
+/// sled 0.34 never fsyncs the files it puts under `blobs/` (records over a
+/// quarter of a segment), so an acknowledged write must never land in one:
+/// with sled's default 512 KiB segments this test finds about ten of them.
+#[tokio::test]
+async fn large_stances_stay_in_sleds_fsynced_log_never_in_blob_files() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    // Stances at the field limits in 4-byte characters, about 34 KB each, on
+    // every clause: about 2.9 MB in 84 revisions, in groups of 1 to 3.
+    let mut tasks = Vec::new();
+    for party in ["ukraine", "russia", "united-states"] {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for clause in 1..=28 {
+                c.set_stance(pb::SetStanceRequest {
+                    note: "\u{1D11E}".repeat(4000),
+                    quote: "\u{1D11E}".repeat(4000),
+                    source_url: format!("https://example.org/{}", "a".repeat(2000)),
+                    ..stance(&format!("p{clause}"), party, pb::Position::Amend)
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let blobs: Vec<String> = match std::fs::read_dir(server.data_dir.join("blobs")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{e}"),
+    };
+    assert!(blobs.is_empty(), "sled wrote blob files: {blobs:?}");
+    let conf = std::fs::read(server.data_dir.join("conf")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&conf).contains("segment_size: 16777216"),
+        "{}",
+        String::from_utf8_lossy(&conf)
+    );
+    // Everything written reads back.
+    let last = c.latest_clause(PLAN, "p28").await;
+    assert_eq!(
+        last.stances
+            .iter()
+            .filter(|s| s.quote.len() == 16_000)
+            .count(),
+        3
+    );
+}
+
 async fn client_for(addr: std::net::SocketAddr) -> ClauseTrackerClient<Channel> {
     ClauseTrackerClient::connect(format!("http://{addr}"))
         .await
@@ -370,7 +423,7 @@ async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
     let (dir, keep) = server.stop().await;
     // Tamper with p7's latest-state record so it no longer matches its revision.
     {
-        let db = sled::open(&dir).unwrap();
+        let db = common::raw_sled(&dir);
         let key = peace_tracker::store::keys::clause(PLAN, "p7");
         let mut clause: peace_tracker::domain::Clause =
             postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
@@ -704,7 +757,7 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
 
     let scratch_block = keys::log_block(999_999);
     {
-        let db = sled::open(&dir).unwrap();
+        let db = common::raw_sled(&dir);
         if from == 1 {
             downgrade_to_schema_1(&db);
             // Scratch left by an interrupted upgrade must not survive the next one.
@@ -748,7 +801,7 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
 
     // Nothing of the older schemas or of the scratch is left, the log is in
     // blocks, and the schema record says the current schema.
-    let db = sled::open(&dir).unwrap();
+    let db = common::raw_sled(&dir);
     assert!(db.get(&scratch).unwrap().is_none());
     assert!(db.get(&scratch_block).unwrap().is_none());
     for prefix in [
@@ -767,29 +820,65 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
     drop(keep);
 }
 
+/// Sizes of the files under `dir`, as the file system reports them.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| match e.metadata().unwrap() {
+            m if m.is_dir() => dir_size(&e.path()),
+            m => m.len(),
+        })
+        .sum()
+}
+
+/// The dir `peace-tracker compact` keeps the old store in.
+fn kept_by_compact(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.with_file_name(format!(
+        "{}.before-compact",
+        dir.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+/// About 40 MB of log: 400 revisions of clauses holding three ~34 KB stances.
+async fn write_bulk(c: &mut ClauseTrackerClient<Channel>) {
+    let parties = ["ukraine", "russia", "united-states"];
+    for round in 0..16 {
+        let changes = (0..25)
+            .map(|i| pb::Change {
+                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
+                    note: format!("{round}/{i} {}", "\u{1D11E}".repeat(3990)),
+                    quote: "\u{1D11E}".repeat(4000),
+                    source_url: format!("https://example.org/{}", "a".repeat(2000)),
+                    ..stance(
+                        &format!("p{}", 3 + i % 3),
+                        parties[i % 3],
+                        pb::Position::Amend,
+                    )
+                })),
+            })
+            .collect();
+        c.apply(pb::ApplyRequest {
+            plan_id: PLAN.into(),
+            changes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
-    let dir_size = |dir: &std::path::Path| -> u64 {
-        fn walk(dir: &std::path::Path) -> u64 {
-            std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap())
-                .map(|e| match e.metadata().unwrap() {
-                    m if m.is_dir() => walk(&e.path()),
-                    m => m.len(),
-                })
-                .sum()
-        }
-        walk(dir)
-    };
     let server = TestServer::start().await;
     let mut c = server.client().await;
     write_history(&mut c).await;
+    write_bulk(&mut c).await;
     let before = index_backed_reads(&mut c).await;
     drop(c);
     let (dir, keep) = server.stop().await;
     // An upgrade removes every old log key, and sled keeps their space.
-    downgrade_to_schema_2(&sled::open(&dir).unwrap());
+    downgrade_to_schema_2(&common::raw_sled(&dir));
     TestServer::start_with(common::reopen_config(&dir))
         .await
         .stop()
@@ -798,10 +887,7 @@ async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
 
     let (ok, out) = process::tool("compact", &dir).await;
     assert!(ok, "{out}");
-    let kept = dir.with_file_name(format!(
-        "{}.before-compact",
-        dir.file_name().unwrap().to_string_lossy()
-    ));
+    let kept = kept_by_compact(&dir);
     assert!(out.contains("before-compact"), "{out}");
     let (ok, report) = process::check(&kept).await;
     assert!(ok, "the old dir is kept, whole: {report}");
@@ -821,6 +907,37 @@ async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
     let (ok, report) = process::check(&dir).await;
     assert!(ok, "{report}");
     drop(keep);
+}
+
+#[tokio::test]
+async fn a_store_with_sleds_default_segments_opens_and_compact_converts_it() {
+    use peace_tracker::store::{segment_size_of, LEGACY_SEGMENT_SIZE, SEGMENT_SIZE};
+    // A store made by an earlier release, with sled's default segment size.
+    let keep = tempfile::tempdir().unwrap();
+    let dir = keep.path().join("data");
+    drop(sled::open(&dir).unwrap());
+    assert_eq!(segment_size_of(&dir).unwrap(), LEGACY_SEGMENT_SIZE);
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    let mut c = server.client().await;
+    write_history(&mut c).await;
+    let before = index_backed_reads(&mut c).await;
+    drop(c);
+    server.stop().await;
+    assert_eq!(segment_size_of(&dir).unwrap(), LEGACY_SEGMENT_SIZE);
+
+    let (ok, out) = process::tool("compact", &dir).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        segment_size_of(&kept_by_compact(&dir)).unwrap(),
+        LEGACY_SEGMENT_SIZE
+    );
+    assert_eq!(segment_size_of(&dir).unwrap(), SEGMENT_SIZE);
+    let server = TestServer::start_with(common::reopen_config(&dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(index_backed_reads(&mut c).await, before);
+    assert!(server.store.check().unwrap().ok());
+    drop(c);
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -846,7 +963,7 @@ async fn leftover_is_removed_on_open(key: Vec<u8>, prefix: &[u8]) {
     let server = TestServer::start().await;
     let (dir, keep) = server.stop().await;
     {
-        let db = sled::open(&dir).unwrap();
+        let db = common::raw_sled(&dir);
         assert_eq!(
             db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
             &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
@@ -857,7 +974,7 @@ async fn leftover_is_removed_on_open(key: Vec<u8>, prefix: &[u8]) {
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
     assert!(server.store.check().unwrap().ok());
     server.stop().await;
-    let db = sled::open(&dir).unwrap();
+    let db = common::raw_sled(&dir);
     assert!(db.scan_prefix(prefix).next().is_none(), "{prefix:?} left");
     drop(keep);
 }

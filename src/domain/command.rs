@@ -361,6 +361,14 @@ pub fn execute(
             if let Some(topics) = topics {
                 clause.topics = topics.clone();
             }
+            let grew = if text.is_some() {
+                "text"
+            } else if title.is_some() {
+                "title"
+            } else {
+                "topics"
+            };
+            super::limits::clause_text(grew, &clause)?;
             Ok(vec![clause_revision(
                 revision(first_revision, ChangeKind::ClauseAmended, plan_id),
                 clause,
@@ -400,6 +408,12 @@ pub fn execute(
                 Some(existing) => *existing = stance,
                 None => clause.stances.push(stance),
             }
+            let grew = if note.len() >= quote.len() {
+                "note"
+            } else {
+                "quote"
+            };
+            super::limits::clause_text(grew, &clause)?;
             Ok(vec![clause_revision(
                 revision(first_revision, ChangeKind::StanceSet, plan_id),
                 clause,

@@ -3,6 +3,7 @@
 //! Every function takes the field name as the client knows it, so the error it
 //! returns can name that field in a `BadRequest` detail.
 
+use super::model::Clause;
 use crate::error::{Error, Result};
 
 /// Longest id (a slug): `[a-z0-9][a-z0-9-]{0,62}`.
@@ -27,6 +28,12 @@ pub const MAX_NAME: usize = 200;
 pub const MAX_PARTIES: usize = 64;
 /// Most changes in one Apply batch.
 pub const MAX_BATCH: usize = 1_000;
+/// Most bytes (UTF-8) of text one clause may hold in all: title, text, topics,
+/// and every stance's note, quote and source URL. It bounds the largest record
+/// the store writes, which keeps every write in sled's fsynced log (see
+/// `store::SEGMENT_SIZE`); a clause with every party's stance at the field
+/// limits would otherwise reach about 2.3 MB.
+pub const MAX_CLAUSE_TEXT: usize = 128 * 1024;
 /// Largest request, in bytes (enforced by the transport).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Largest message the transport decodes at all (answers OUT_OF_RANGE past it).
@@ -79,6 +86,24 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<()> 
         .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
     {
         return Err(Error::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks that a clause about to be committed holds at most [`MAX_CLAUSE_TEXT`]
+/// bytes of text; `field` is the request field that added to it.
+pub fn clause_text(field: &str, clause: &Clause) -> Result<()> {
+    let bytes = clause.text_bytes();
+    if bytes > MAX_CLAUSE_TEXT {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "would make clause {}/{} hold {bytes} bytes of text (title, text, topics, \
+                 and every stance's note, quote and source_url); the limit per clause is \
+                 {MAX_CLAUSE_TEXT}",
+                clause.plan_id, clause.id
+            ),
+        ));
     }
     Ok(())
 }

@@ -231,6 +231,18 @@ pub struct Clause {
 }
 
 impl Clause {
+    /// Bytes of free text the clause holds (what [`super::limits::MAX_CLAUSE_TEXT`] bounds).
+    pub fn text_bytes(&self) -> usize {
+        self.title.len()
+            + self.text.len()
+            + self.topics.iter().map(String::len).sum::<usize>()
+            + self
+                .stances
+                .iter()
+                .map(|s| s.note.len() + s.quote.len() + s.source_url.len())
+                .sum::<usize>()
+    }
+
     /// The stance set for `party_id`, if any.
     pub fn stance(&self, party_id: &str) -> Option<&Stance> {
         self.stances.iter().find(|s| s.party_id == party_id)

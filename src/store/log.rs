@@ -1,5 +1,6 @@
 //! The revision log, in blocks: one sled key per committed group of up to
-//! [`BLOCK`] consecutive revisions instead of one key per revision.
+//! [`BLOCK`] consecutive revisions (and [`BLOCK_BYTES`], unless one revision is
+//! larger) instead of one key per revision.
 //!
 //! sled 0.34's cost per commit follows the number of new keys much more than
 //! their bytes (`examples/sled_layouts.rs`: half the CPU with blocks), and the
@@ -10,7 +11,9 @@
 //! `log/{u64be first revision}` → the block's entries, each
 //! `[u32be length][postcard Revision]`, for revisions `first`, `first + 1`, …
 //! in order. A block is written once, by the commit that made its revisions,
-//! and never changed; a group of more than [`BLOCK`] revisions writes several.
+//! and never changed; a group of more than fits in one writes several. The
+//! byte bound keeps every sled record out of sled's unsynced blob files (see
+//! `store::SEGMENT_SIZE`).
 //!
 //! # Invariants
 //!
@@ -29,16 +32,39 @@ use crate::error::{Error, Result};
 /// Most revisions in one block.
 pub const BLOCK: usize = 64;
 
-/// Appends `revisions` (consecutive, oldest first) to `batch` as blocks.
+/// Most bytes in one block, unless its one revision is larger: this bounds
+/// the records sled writes (see `store::SEGMENT_SIZE`).
+pub const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Appends `revisions` (consecutive, oldest first) to `batch` as blocks of at
+/// most [`BLOCK`] revisions and [`BLOCK_BYTES`] bytes (a revision larger than
+/// that gets a block of its own).
 pub fn write_blocks(batch: &mut sled::Batch, revisions: &[Revision]) -> Result<()> {
-    for part in revisions.chunks(BLOCK) {
-        let mut block = Vec::new();
-        for rev in part {
-            push_entry(&mut block, &encode(rev)?)?;
+    let mut block = Vec::new();
+    let mut first = 0;
+    let mut count = 0;
+    for rev in revisions {
+        let entry = encode(rev)?;
+        if count > 0 && !has_room(count, &block, entry.len()) {
+            batch.insert(keys::log_block(first), std::mem::take(&mut block));
+            count = 0;
         }
-        batch.insert(keys::log_block(part[0].revision), block);
+        if count == 0 {
+            first = rev.revision;
+        }
+        push_entry(&mut block, &entry)?;
+        count += 1;
+    }
+    if count > 0 {
+        batch.insert(keys::log_block(first), block);
     }
     Ok(())
+}
+
+/// Whether a block of `count` entries (`block` bytes) can take one more entry
+/// of `entry_len` bytes within [`BLOCK`] and [`BLOCK_BYTES`].
+pub fn has_room(count: usize, block: &[u8], entry_len: usize) -> bool {
+    count < BLOCK && block.len() + 4 + entry_len <= BLOCK_BYTES
 }
 
 /// Appends one encoded revision record to a block.
@@ -209,6 +235,47 @@ mod tests {
         assert_eq!(numbers(last - 1, last + 10, 10), vec![last - 1, last]);
         assert!(numbers(last + 1, last + 10, 10).is_empty());
         assert!(numbers(5, 4, 10).is_empty());
+    }
+
+    #[test]
+    fn blocks_stay_under_their_byte_bound_and_a_larger_revision_gets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        // 20 KB revisions (three fit in a block), with one of 100 KB among them.
+        let big = |n: u64, bytes: usize| Revision {
+            reason: format!("r{n} {}", "x".repeat(bytes)),
+            ..Revision::bare(n)
+        };
+        let revisions: Vec<Revision> = (1..=10)
+            .map(|n| big(n, if n == 5 { 100_000 } else { 20_000 }))
+            .collect();
+        let mut batch = sled::Batch::default();
+        write_blocks(&mut batch, &revisions).unwrap();
+        db.apply_batch(batch).unwrap();
+        let blocks: Vec<(u64, usize, usize)> = db
+            .scan_prefix(keys::LOG)
+            .map(|kv| {
+                let (key, value) = kv.unwrap();
+                let first = u64::from_be_bytes(key[keys::LOG.len()..].try_into().unwrap());
+                (first, entries(&value).unwrap().len(), value.len())
+            })
+            .collect();
+        let firsts: Vec<u64> = blocks.iter().map(|b| b.0).collect();
+        assert_eq!(firsts, vec![1, 4, 5, 6, 9], "blocks: {blocks:?}");
+        for (first, count, bytes) in blocks {
+            assert!(
+                bytes <= BLOCK_BYTES || count == 1,
+                "block {first}: {bytes} bytes"
+            );
+        }
+        assert_eq!(head(&db).unwrap(), 10);
+        for n in 1..=10 {
+            assert!(entry(&db, n)
+                .unwrap()
+                .unwrap()
+                .reason
+                .starts_with(&format!("r{n} ")));
+        }
     }
 
     #[test]

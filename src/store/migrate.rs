@@ -80,8 +80,8 @@ pub fn v2_to_v3(db: &sled::Db) -> Result<()> {
     for item in db.scan_prefix(v2::REV) {
         let (key, value) = item?;
         let number = keys::trailing_u64(&key);
-        let continues = matches!(&open, Some((first, count, _))
-            if *count < BLOCK && first + *count as u64 == number);
+        let continues = matches!(&open, Some((first, count, block))
+            if log::has_room(*count, block, value.len()) && first + *count as u64 == number);
         if !continues {
             if let Some((first, _, block)) = open.take() {
                 batch.insert(keys::log_block(first), block);

@@ -22,7 +22,7 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/schema` | `u32be` schema version ([`SCHEMA_VERSION`]) |
-//! | `log/{first rev}` | a block of up to 64 consecutive revision records, each metadata plus the clause (or plan) *after* the change (see the `log` module) |
+//! | `log/{first rev}` | a block of up to 64 consecutive revision records and 64 KiB (one record if larger), each metadata plus the clause (or plan) *after* the change (see the `log` module) |
 //! | `plan/{plan}` | the plan's latest state |
 //! | `clause/{plan}\0{clause}` | the clause's latest state |
 //! | `verc/{plan}\0{clause}\0{first version}` | chunk of the revisions that made each version |
@@ -45,6 +45,9 @@
 //!   all of it or none of it.
 //! - `clause/…` and `plan/…` always equal the snapshot in the revision named by
 //!   their `mod_revision` (checked on open; fully by [`Store::check`]).
+//! - Every record is far below a quarter of sled's segment size, so sled
+//!   writes it to its fsynced log, never to an unsynced blob file (see
+//!   [`SEGMENT_SIZE`]).
 //! - The log is gap-free from 1 to the head; commit times never decrease along
 //!   it, which is what lets [`Store::revision_at_time`] binary-search it.
 
@@ -60,6 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tracing::warn;
 
 pub use committer::{Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS};
 pub use integrity::CheckReport;
@@ -153,15 +157,66 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
 /// refused, after this wait.
 pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
+/// sled's segment size (its unit of log writing and space reuse) for new stores.
+///
+/// # Why not sled's default (512 KiB)
+///
+/// sled 0.34 writes any log message larger than a quarter of a segment to a file
+/// of its own under `blobs/`, and never fsyncs those files: only its main log
+/// file is fsynced. The log keeps a pointer to the blob, so a power loss could
+/// keep the pointer and lose the blob. With 512 KiB segments that happened in
+/// normal use (a log block of 64 revisions, or a leaf holding several, is over
+/// 128 KiB). With 16 MiB segments the threshold is 4 MiB, and nothing we store
+/// comes near it: a sled leaf holds at most 17 records, and our largest records
+/// are bounded (a log block by 64 KiB (`log::BLOCK_BYTES`) unless it holds a single
+/// revision, and a clause's text by [`crate::domain::limits::MAX_CLAUSE_TEXT`]),
+/// so every message sled writes goes to its fsynced log.
+/// `tests/write_safety.rs` checks that `blobs/` stays empty under large writes.
+///
+/// sled cannot change a store's segment size; stores created with the default
+/// keep it (see [`segment_size_of`]) until `peace-tracker compact` rewrites them.
+pub const SEGMENT_SIZE: usize = 16 * 1024 * 1024;
+
+/// sled's default segment size, which stores made before [`SEGMENT_SIZE`] use.
+pub const LEGACY_SEGMENT_SIZE: usize = 512 * 1024;
+
+/// The segment size to open `dir` with: the one sled recorded in its `conf`
+/// file when it created the store, or [`SEGMENT_SIZE`] for a new store.
+pub fn segment_size_of(dir: &Path) -> Result<usize> {
+    let conf = dir.join("conf");
+    // sled writes `key: value` lines followed by a binary checksum.
+    let text = match std::fs::read(&conf) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SEGMENT_SIZE),
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "cannot read {}: {e}",
+                conf.display()
+            )))
+        }
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("segment_size: "))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Storage(format!(
+                "{} names no segment size; is it a sled 0.34 store?",
+                conf.display()
+            ))
+        })
+}
+
 /// Opens the sled database in `dir` with the store's settings, waiting up to
 /// `patience` while its lock is held.
 fn open_db(dir: &Path, flush_every_ms: Option<u64>, patience: Duration) -> Result<sled::Db> {
+    let segment_size = segment_size_of(dir)?;
     let started = Instant::now();
     loop {
         let opened = sled::Config::new()
             .path(dir)
             .flush_every_ms(flush_every_ms)
             .mode(sled::Mode::HighThroughput)
+            .segment_size(segment_size)
             .open();
         match opened {
             Ok(db) => return Ok(db),
@@ -299,6 +354,18 @@ impl Store {
     /// Opens without the consistency check, for `peace-tracker check` to report on.
     pub fn open_unchecked(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
         let db = open_db(dir, flush_every_ms, LOCK_PATIENCE)?;
+        let segment_size = segment_size_of(dir)?;
+        if segment_size != SEGMENT_SIZE {
+            warn!(
+                segment_size,
+                dir = %dir.display(),
+                "this store uses sled's default {} KiB segments, with which sled writes large \
+                 records to blob files it never fsyncs; stop the server and run \
+                 `peace-tracker compact --data-dir DIR` to rewrite it with {} MiB segments",
+                segment_size / 1024,
+                SEGMENT_SIZE / (1024 * 1024)
+            );
+        }
         let store = Store { db };
         match store.db.get(keys::SCHEMA)? {
             Some(v) => {

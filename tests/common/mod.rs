@@ -99,6 +99,16 @@ impl Drop for TestServer {
     }
 }
 
+/// The store's sled database opened directly (the server must be stopped), with
+/// the segment size sled recorded for it.
+pub fn raw_sled(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .segment_size(peace_tracker::store::segment_size_of(dir).unwrap())
+        .open()
+        .unwrap()
+}
+
 pub fn reopen_config(dir: &Path) -> Config {
     Config::new(dir.to_path_buf())
 }

@@ -34,6 +34,12 @@ struct Cli {
     /// sync: acknowledge a write after fsync; relaxed: after the write, flushed every 500 ms.
     #[arg(long, value_enum, default_value = "sync")]
     durability: Durability,
+    /// How often (ms) latest states and indexes are written to sled behind the log. A crash
+    /// loses none (they are rebuilt from the log on the next start); longer means fewer sled
+    /// writes, more memory and a longer rebuild after a crash.
+    #[arg(long, default_value_t = peace_tracker::store::WRITE_BACK_EVERY.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    write_back_ms: u64,
     /// TOML file of hashed bearer tokens and roles; without it the server is open (loopback only).
     #[arg(long, env = "PEACE_TRACKER_AUTH_FILE")]
     auth_file: Option<PathBuf>,
@@ -150,6 +156,7 @@ fn serve(cli: Cli) -> ExitCode {
     let config = Config {
         seed: !cli.no_seed,
         durability: cli.durability,
+        write_back: std::time::Duration::from_millis(cli.write_back_ms),
         auth_file: cli.auth_file,
         tls: cli.tls_cert.zip(cli.tls_key),
         insecure_allow_open: cli.insecure_allow_open,

@@ -39,6 +39,8 @@ pub struct Config {
     pub seed: bool,
     /// When writes are acknowledged.
     pub durability: Durability,
+    /// How often derived records are written to sled behind the log.
+    pub write_back: std::time::Duration,
     /// Auth file (TOML); `None` = open mode.
     pub auth_file: Option<PathBuf>,
     /// TLS certificate and key (PEM).
@@ -58,6 +60,7 @@ impl Config {
             data_dir,
             seed: true,
             durability: Durability::Sync,
+            write_back: crate::store::WRITE_BACK_EVERY,
             auth_file: None,
             tls: None,
             insecure_allow_open: false,
@@ -106,8 +109,13 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let head = store.head().map_err(|e| e.to_string())?;
         let hub = Hub::new(head, config.hub_capacity);
-        let (committer, handle) = Committer::start(store.clone(), hub.clone(), config.durability)
-            .map_err(|e| e.to_string())?;
+        let (committer, handle) = Committer::start(
+            store.clone(),
+            hub.clone(),
+            config.durability,
+            config.write_back,
+        )
+        .map_err(|e| e.to_string())?;
         if config.seed && head == 0 {
             let last = crate::seed::load(&handle)
                 .await

@@ -417,6 +417,72 @@ async fn acknowledged_writes_survive_kill_9() {
     }
 }
 
+/// The head of the log and `meta/derived-through`, read from a stopped store.
+fn log_head_and_derived_through(data: &std::path::Path) -> (u64, u64) {
+    use peace_tracker::store::keys;
+    let db = common::raw_sled(data);
+    let (key, block) = db.scan_prefix(keys::LOG).next_back().unwrap().unwrap();
+    let head = keys::trailing_u64(&key) + log_block_entries(&block).len() as u64 - 1;
+    let through = db.get(keys::DERIVED_THROUGH).unwrap().unwrap();
+    (
+        head,
+        u64::from_be_bytes(through.as_ref().try_into().unwrap()),
+    )
+}
+
+#[tokio::test]
+async fn latest_states_and_indexes_not_yet_written_back_are_rebuilt_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Nothing is written back for an hour: every latest state and index chunk,
+    // the seed's included, exists only in the server's memory when it dies.
+    let mut server = process::spawn(&data, &["--write-back-ms", "3600000"]).await;
+    let mut c = client_for(server.addr).await;
+    write_history(&mut c).await;
+    c.create_clause(pb::CreateClauseRequest {
+        plan_id: PLAN.into(),
+        clause_id: "p29".into(),
+        number: 29,
+        title: "Added after the seed".into(),
+        text: "A clause whose every record is unwritten at the kill.".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.set_stance(stance("p29", "ukraine", pb::Position::Support))
+        .await
+        .unwrap();
+    let reads = index_backed_reads(&mut c).await;
+    let mut latest = Vec::new();
+    for n in 1..=29 {
+        latest.push(c.latest_clause(PLAN, &format!("p{n}")).await);
+    }
+    server.child.start_kill().unwrap(); // SIGKILL
+    server.child.wait().await.unwrap();
+    let (head, through) = log_head_and_derived_through(&data);
+    assert_eq!(
+        through, 0,
+        "records were written back before the kill (head {head})"
+    );
+
+    let mut restarted = process::spawn(&data, &[]).await;
+    let mut c = client_for(restarted.addr).await;
+    assert_eq!(index_backed_reads(&mut c).await, reads);
+    for (n, clause) in (1..=29).zip(&latest) {
+        assert_eq!(
+            &c.latest_clause(PLAN, &format!("p{n}")).await,
+            clause,
+            "p{n}"
+        );
+    }
+    drop(c);
+    assert!(process::terminate(&mut restarted).await.success());
+    // The rebuild and the clean stop left sled's records complete.
+    assert_eq!(log_head_and_derived_through(&data), (head, head));
+    let (ok, report) = process::check(&data).await;
+    assert!(ok, "check failed: {report}");
+}
+
 #[tokio::test]
 async fn an_inconsistent_store_is_refused_at_startup_and_reported_by_check() {
     let server = TestServer::start().await;
@@ -653,8 +719,16 @@ fn log_block_entries(mut block: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Rewrites the store's log as schema 2 wrote it: one `rev/` key per revision.
+/// A schema-3 store: derived records always complete, no `meta/derived-through`.
+fn downgrade_to_schema_3(db: &sled::Db) {
+    use peace_tracker::store::keys;
+    db.remove(keys::DERIVED_THROUGH).unwrap();
+    db.insert(keys::SCHEMA, &3u32.to_be_bytes()[..]).unwrap();
+}
+
 fn downgrade_to_schema_2(db: &sled::Db) {
     use peace_tracker::store::keys;
+    downgrade_to_schema_3(db);
     for item in db.scan_prefix(keys::LOG) {
         let (key, block) = item.unwrap();
         let first = keys::trailing_u64(&key);
@@ -713,6 +787,11 @@ async fn a_schema_2_store_is_upgraded_on_open_and_answers_the_same() {
     upgraded_on_open_answers_the_same(2).await;
 }
 
+#[tokio::test]
+async fn a_schema_3_store_is_upgraded_on_open_and_answers_the_same() {
+    upgraded_on_open_answers_the_same(3).await;
+}
+
 /// 200 stance changes in Apply batches of 50: p2 gets enough versions to fill
 /// several index chunks and log blocks, and russia's timeline too.
 async fn write_history(c: &mut ClauseTrackerClient<Channel>) {
@@ -758,16 +837,21 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
     let scratch_block = keys::log_block(999_999);
     {
         let db = common::raw_sled(&dir);
-        if from == 1 {
-            downgrade_to_schema_1(&db);
-            // Scratch left by an interrupted upgrade must not survive the next one.
-            db.insert(&scratch, &999_999u64.to_be_bytes()[..]).unwrap();
-            assert!(db.scan_prefix(keys::v1::VERSION).next().is_some());
-        } else {
-            downgrade_to_schema_2(&db);
+        match from {
+            1 => {
+                downgrade_to_schema_1(&db);
+                // Scratch left by an interrupted upgrade must not survive the next one.
+                db.insert(&scratch, &999_999u64.to_be_bytes()[..]).unwrap();
+                assert!(db.scan_prefix(keys::v1::VERSION).next().is_some());
+            }
+            2 => downgrade_to_schema_2(&db),
+            _ => downgrade_to_schema_3(&db),
         }
-        db.insert(&scratch_block, &b"scratch"[..]).unwrap();
-        assert!(db.scan_prefix(keys::v2::REV).count() > 2 * 64);
+        if from < 3 {
+            db.insert(&scratch_block, &b"scratch"[..]).unwrap();
+            assert!(db.scan_prefix(keys::v2::REV).count() > 2 * 64);
+        }
+        assert!(db.get(keys::DERIVED_THROUGH).unwrap().is_none());
         db.flush().unwrap();
     }
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
@@ -817,6 +901,11 @@ async fn upgraded_on_open_answers_the_same(from: u32) {
         db.get(keys::SCHEMA).unwrap().unwrap().as_ref(),
         &peace_tracker::store::SCHEMA_VERSION.to_be_bytes()[..]
     );
+    drop(db);
+    // The derived records are complete through the head after the clean stop.
+    let (head, through) = log_head_and_derived_through(&dir);
+    assert_eq!(through, head);
+    assert_eq!(head, rev.revision);
     drop(keep);
 }
 

@@ -11,10 +11,17 @@
 //!    writes of the same batch). If any write of a job fails, the job's
 //!    staged changes are thrown away and it consumes no revision numbers, so
 //!    the log stays gap-free and a rejected job leaves nothing behind.
-//! 3. Write everything staged (log entries, indexes, latest states,
-//!    idempotency records) in ONE `sled::Batch`: atomic on disk.
+//! 3. Write the group's log block(s) and idempotency records in ONE
+//!    `sled::Batch`: atomic on disk. The latest states and index chunks the
+//!    group changed are derived records: computed now, written to sled later
+//!    (see the `records` module).
 //! 4. In `sync` durability, flush (fsync) once for the whole group.
-//! 5. Only then acknowledge every job, and publish the revisions to the hub.
+//! 5. Only then make the group's derived records and head visible to reads,
+//!    publish the revisions to the hub, and acknowledge every job.
+//! 6. Every [`WRITE_BACK_EVERY`] (or once [`WRITE_BACK_RECORDS`] wait), write
+//!    the waiting derived records to sled in one batch with the revision they
+//!    reflect. After a crash, opening the store rebuilds the records of the
+//!    revisions after that one from the log ([`rebuild_derived`]).
 //!
 //! If the store fails, every job of the group gets a storage error and the
 //! committer refuses further writes (`UNAVAILABLE`) rather than guess what
@@ -23,12 +30,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use super::index::{ChangedTails, Tails};
+use super::index::{ChangedTails, StagedTails, Tails};
 use super::log;
 use super::{encode, keys, RequestRecord, Store, REQUEST_WINDOW_REVISIONS, REQUEST_WINDOW_SECS};
 use crate::domain::{execute, Clause, CommitContext, Plan, Revision, StateView, Timestamp, Write};
@@ -57,6 +65,16 @@ pub enum Durability {
 
 /// Background flush period in `relaxed` durability.
 pub const RELAXED_FLUSH_MS: u64 = 500;
+
+/// How often the committer writes the derived records waiting in memory to
+/// sled, by default (`--write-back-ms`). A crash loses none of them (they are rebuilt from the log on open);
+/// the period bounds that rebuild and the records held in memory.
+pub const WRITE_BACK_EVERY: Duration = Duration::from_millis(100);
+/// Waiting derived records that trigger a write-back before the period ends.
+pub const WRITE_BACK_RECORDS: usize = 4096;
+
+/// A derived record: key and value.
+type Record = (Vec<u8>, sled::IVec);
 
 type Reply = oneshot::Sender<Result<Vec<Arc<Revision>>>>;
 
@@ -88,6 +106,7 @@ impl Committer {
         store: Store,
         hub: Hub,
         durability: Durability,
+        write_back_every: Duration,
     ) -> Result<(Committer, CommitterHandle)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head = store.head()?;
@@ -103,6 +122,8 @@ impl Committer {
             last_time,
             tails: Tails::default(),
             failed: None,
+            write_back_every,
+            last_write_back: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name("committer".into())
@@ -278,6 +299,10 @@ struct Worker {
     tails: Tails,
     /// Set after a storage failure: the committer then refuses every write.
     failed: Option<String>,
+    /// How often derived records are written to sled ([`WRITE_BACK_EVERY`]).
+    write_back_every: Duration,
+    /// When derived records were last written to sled.
+    last_write_back: Instant,
 }
 
 impl Worker {
@@ -291,6 +316,15 @@ impl Worker {
                 }
             }
             self.commit_group(jobs);
+            if self.failed.is_none()
+                && (self.last_write_back.elapsed() >= self.write_back_every
+                    || self.store.shared.unwritten.len() >= WRITE_BACK_RECORDS)
+            {
+                self.write_back();
+            }
+        }
+        if self.failed.is_none() {
+            self.write_back();
         }
         if let Err(e) = self.store.flush() {
             error!(cause = %e, "final flush failed");
@@ -324,10 +358,11 @@ impl Worker {
         let mut published: Vec<Arc<Revision>> = Vec::with_capacity(committed);
         if committed > 0 {
             match self.write_group(&staged, &group, &requests, commit_time) {
-                Ok(appended) => {
+                Ok((appended, derived)) => {
                     self.tails.absorb(appended);
                     self.head += committed as u64;
                     self.last_time = commit_time;
+                    self.store.publish_derived(derived, self.head);
                     published = staged.into_iter().map(Arc::new).collect();
                     debug!(
                         revisions = committed,
@@ -458,38 +493,21 @@ impl Worker {
         }
     }
 
-    /// Writes the whole group in one atomic batch, then flushes in `sync`
-    /// mode. Returns the index chunks it appended to, for [`Tails::absorb`].
+    /// Writes the group's log and idempotency records in one atomic batch,
+    /// then flushes in `sync` mode. Returns the index chunks it appended to,
+    /// for [`Tails::absorb`], and the group's derived records, for reads.
     fn write_group(
         &self,
         staged: &[Revision],
         group: &Changes,
         requests: &HashMap<String, (RequestRecord, std::ops::Range<usize>)>,
         commit_time: Timestamp,
-    ) -> Result<ChangedTails> {
+    ) -> Result<(ChangedTails, Vec<Record>)> {
+        // Derived first: if they cannot be made, nothing is written.
+        let mut lists = self.tails.stage(&self.store);
+        let derived = derived_records(staged, group, &mut lists)?;
         let mut batch = sled::Batch::default();
-        let mut lists = self.tails.stage(&self.store.db);
         log::write_blocks(&mut batch, staged)?;
-        for rev in staged {
-            lists.append_revision(keys::plan_rev_list(&rev.plan_id), rev.revision)?;
-            if let Some(clause_id) = &rev.clause_id {
-                lists.append_version(
-                    keys::version_list(&rev.plan_id, clause_id),
-                    rev.clause_version,
-                    rev.revision,
-                )?;
-            }
-            if let Some(party) = &rev.party_id {
-                lists.append_revision(keys::party_rev_list(&rev.plan_id, party), rev.revision)?;
-            }
-        }
-        lists.write_into(&mut batch);
-        for plan in group.plans.values() {
-            batch.insert(keys::plan(&plan.id), encode(plan)?);
-        }
-        for clause in group.clauses.values() {
-            batch.insert(keys::clause(&clause.plan_id, &clause.id), encode(clause)?);
-        }
         for (request_id, (record, _)) in requests {
             batch.insert(keys::request(request_id), encode(record)?);
             batch.insert(
@@ -502,7 +520,31 @@ impl Worker {
         if self.durability == Durability::Sync {
             self.store.db.flush()?;
         }
-        Ok(lists.into_changed())
+        Ok((lists.into_changed(), derived))
+    }
+
+    /// Writes every waiting derived record to sled, in one batch with the
+    /// revision they reflect, then forgets them. Not flushed: until the next
+    /// flush, a crash leaves `meta/derived-through` older, and the open that
+    /// follows rebuilds from there.
+    fn write_back(&mut self) {
+        let unwritten = &self.store.shared.unwritten;
+        let records = unwritten.snapshot();
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            batch.insert(key, value);
+        }
+        batch.insert(keys::DERIVED_THROUGH, &self.head.to_be_bytes());
+        match self.store.db.apply_batch(batch) {
+            Ok(()) => {
+                unwritten.clear();
+                self.last_write_back = Instant::now();
+            }
+            Err(e) => {
+                error!(cause = %e, "writing derived records back failed; refusing further writes");
+                self.failed = Some(e.to_string());
+            }
+        }
     }
 
     /// Drops idempotency records older than BOTH the revision and the time window.
@@ -531,6 +573,97 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The derived records `revisions` change: the index chunks appended to
+/// through `lists`, and the latest states in `changes` (absorbed from them).
+fn derived_records(
+    revisions: &[Revision],
+    changes: &Changes,
+    lists: &mut StagedTails<'_>,
+) -> Result<Vec<Record>> {
+    for rev in revisions {
+        lists.append_revision(keys::plan_rev_list(&rev.plan_id), rev.revision)?;
+        if let Some(clause_id) = &rev.clause_id {
+            lists.append_version(
+                keys::version_list(&rev.plan_id, clause_id),
+                rev.clause_version,
+                rev.revision,
+            )?;
+        }
+        if let Some(party) = &rev.party_id {
+            lists.append_revision(keys::party_rev_list(&rev.plan_id, party), rev.revision)?;
+        }
+    }
+    let mut out: Vec<Record> = lists.chunks().collect();
+    for plan in changes.plans.values() {
+        out.push((keys::plan(&plan.id), encode(plan)?.into()));
+    }
+    for clause in changes.clauses.values() {
+        out.push((
+            keys::clause(&clause.plan_id, &clause.id),
+            encode(clause)?.into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Revisions rebuilt per batch by [`rebuild_derived`].
+const REBUILD_BATCH: usize = 4096;
+
+/// Brings sled's derived records up to the log's head, from the revision
+/// after `meta/derived-through`: what the committer had not yet written back
+/// when the store last stopped (only after a crash, a clean stop writes them).
+/// Each batch of revisions is written with its new `meta/derived-through`, so
+/// an interrupted rebuild continues where it stopped. Runs at open, before
+/// anything reads the store.
+pub(super) fn rebuild_derived(store: &Store) -> Result<()> {
+    let db = &store.db;
+    let through = match db.get(keys::DERIVED_THROUGH)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| Error::Storage("the derived-through record is malformed".into()))?,
+        ),
+        None => {
+            return Err(Error::Storage(
+                "the store has no derived-through record; is it damaged?".into(),
+            ))
+        }
+    };
+    let head = log::head(db)?;
+    if through >= head {
+        return Ok(());
+    }
+    info!(
+        from = through + 1,
+        to = head,
+        "rebuilding latest states and indexes from the log written since the last write-back"
+    );
+    let mut tails = Tails::default();
+    let mut next = through + 1;
+    while next <= head {
+        let revisions = log::range(db, next, head, REBUILD_BATCH)?;
+        let Some(last) = revisions.last().map(|r| r.revision) else {
+            return Err(Error::Storage(format!(
+                "revision {next} is missing below the head"
+            )));
+        };
+        let mut changes = Changes::default();
+        changes.absorb(&revisions);
+        let mut lists = tails.stage(db as &dyn super::records::Source);
+        let mut batch = sled::Batch::default();
+        for (key, value) in derived_records(&revisions, &changes, &mut lists)? {
+            batch.insert(key, value);
+        }
+        batch.insert(keys::DERIVED_THROUGH, &last.to_be_bytes());
+        let changed = lists.into_changed();
+        db.apply_batch(batch)?;
+        tails.absorb(changed);
+        next = last + 1;
+    }
+    db.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

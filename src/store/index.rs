@@ -37,6 +37,7 @@
 use std::collections::HashMap;
 
 use super::keys;
+use super::records::{prefix_end, scan_prefix, Records, Source};
 use crate::error::{Error, Result};
 
 /// Entries per chunk.
@@ -69,73 +70,67 @@ fn entry_at(packed: &[u8], i: usize) -> Option<u64> {
 }
 
 /// The revision that made `version`, from a version list.
-pub fn version_entry(db: &sled::Db, list: &[u8], version: u64) -> Result<Option<u64>> {
+pub fn version_entry(
+    src: &(impl Source + ?Sized),
+    list: &[u8],
+    version: u64,
+) -> Result<Option<u64>> {
     if version == 0 {
         return Ok(None);
     }
     let start = version_chunk_start(version);
-    Ok(db
-        .get(chunk_key(list, start))?
+    Ok(src
+        .get(&chunk_key(list, start))?
         .and_then(|packed| entry_at(&packed, (version - start) as usize)))
 }
 
 /// Every entry of a list, in order.
-pub fn entries(db: &sled::Db, list: &[u8]) -> impl Iterator<Item = Result<u64>> {
-    entries_in(db.scan_prefix(list))
+pub fn entries<'a>(
+    src: &'a (impl Source + ?Sized),
+    list: &[u8],
+) -> impl Iterator<Item = Result<u64>> + 'a {
+    entries_in(scan_prefix(src, list))
 }
 
 /// The chunk of a revision list holding `ordinal`: the last one starting at
 /// or before it.
 fn chunk_at_or_before(
-    db: &sled::Db,
+    src: &(impl Source + ?Sized),
     list: &[u8],
     ordinal: u64,
 ) -> Result<Option<(sled::IVec, sled::IVec)>> {
-    Ok(db
-        .range(list.to_vec()..=chunk_key(list, ordinal))
-        .next_back()
-        .transpose()?)
+    src.last_in(list, &chunk_key(list, ordinal))
 }
 
 /// The entries `>= from` of a revision list, in order.
-pub fn entries_from(
-    db: &sled::Db,
+pub fn entries_from<'a>(
+    src: &'a (impl Source + ?Sized),
     list: &[u8],
     from: u64,
-) -> Result<impl Iterator<Item = Result<u64>>> {
-    let first_chunk = match chunk_at_or_before(db, list, from)? {
+) -> Result<impl Iterator<Item = Result<u64>> + 'a> {
+    let first_chunk = match chunk_at_or_before(src, list, from)? {
         Some((key, _)) => key.to_vec(),
         None => list.to_vec(),
     };
     let end = prefix_end(list);
-    Ok(entries_in(db.range(first_chunk..end))
+    Ok(entries_in(src.scan(&first_chunk, &end))
         .filter(move |e| e.as_ref().map_or(true, |&r| r >= from)))
 }
 
 /// Whether a revision list holds `revision`.
-pub fn contains(db: &sled::Db, list: &[u8], revision: u64) -> Result<bool> {
-    Ok(chunk_at_or_before(db, list, revision)?
+pub fn contains(src: &(impl Source + ?Sized), list: &[u8], revision: u64) -> Result<bool> {
+    Ok(chunk_at_or_before(src, list, revision)?
         .is_some_and(|(_, packed)| unpack(&packed).any(|r| r == revision)))
 }
 
-fn entries_in(iter: sled::Iter) -> impl Iterator<Item = Result<u64>> {
-    iter.values().flat_map(|chunk| {
+fn entries_in(chunks: Records<'_>) -> impl Iterator<Item = Result<u64>> + '_ {
+    chunks.flat_map(|chunk| {
         let (ok, err) = match chunk {
-            Ok(packed) => (unpack(&packed).collect::<Vec<_>>(), None),
-            Err(e) => (Vec::new(), Some(Err(Error::from(e)))),
+            Ok((_, packed)) => (unpack(&packed).collect::<Vec<_>>(), None),
+            Err(e) => (Vec::new(), Some(Err(e))),
         };
         ok.into_iter().map(Ok).chain(err)
     })
-}
-
-/// The smallest key after every key starting with `prefix` (ids never hold
-/// `\xff`, so bumping the last byte is enough).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
 }
 
 /// The last, open chunk of a list.
@@ -188,11 +183,11 @@ impl Tails {
         }
     }
 
-    /// A group's appends, staged over what is on disk.
-    pub fn stage<'a>(&'a self, db: &'a sled::Db) -> StagedTails<'a> {
+    /// A group's appends, staged over what `src` holds.
+    pub fn stage<'a>(&'a self, src: &'a dyn Source) -> StagedTails<'a> {
         StagedTails {
             tails: self,
-            db,
+            src,
             changed: HashMap::new(),
             filled: Vec::new(),
         }
@@ -212,7 +207,7 @@ pub struct ChangedTails(HashMap<Vec<u8>, Tail>);
 /// One group's appends to the index lists.
 pub struct StagedTails<'a> {
     tails: &'a Tails,
-    db: &'a sled::Db,
+    src: &'a dyn Source,
     /// Each list's open chunk as this group leaves it.
     changed: HashMap<Vec<u8>, Tail>,
     /// Chunks this group appended to and then filled, so a newer chunk of
@@ -239,8 +234,8 @@ impl StagedTails<'_> {
             _ => Tail {
                 start,
                 packed: self
-                    .db
-                    .get(chunk_key(&list, start))?
+                    .src
+                    .get(&chunk_key(&list, start))?
                     .map(|v| v.to_vec())
                     .unwrap_or_default(),
             },
@@ -297,23 +292,28 @@ impl StagedTails<'_> {
     }
 
     fn load_last(&self, list: &[u8]) -> Result<Option<Tail>> {
-        match self.db.scan_prefix(list).next_back() {
-            None => Ok(None),
-            Some(item) => {
-                let (key, packed) = item?;
-                Ok(Some(Tail {
-                    start: keys::trailing_u64(&key),
-                    packed: packed.to_vec(),
-                }))
-            }
-        }
+        Ok(self
+            .src
+            .last_in(list, &chunk_key(list, u64::MAX))?
+            .map(|(key, packed)| Tail {
+                start: keys::trailing_u64(&key),
+                packed: packed.to_vec(),
+            }))
     }
 
-    /// Puts every changed chunk into the group's batch.
-    pub fn write_into(&self, batch: &mut sled::Batch) {
+    /// Every chunk the group changed, as records to write.
+    pub fn chunks(&self) -> impl Iterator<Item = (Vec<u8>, sled::IVec)> + '_ {
         let filled = self.filled.iter().map(|(list, tail)| (list, tail));
-        for (list, tail) in filled.chain(&self.changed) {
-            batch.insert(chunk_key(list, tail.start), tail.packed.as_slice());
+        filled
+            .chain(&self.changed)
+            .map(|(list, tail)| (chunk_key(list, tail.start), tail.packed.as_slice().into()))
+    }
+
+    /// Puts every changed chunk into a batch.
+    #[cfg(test)]
+    fn write_into(&self, batch: &mut sled::Batch) {
+        for (key, value) in self.chunks() {
+            batch.insert(key, value);
         }
     }
 
@@ -336,7 +336,7 @@ mod tests {
     /// Appends through staged groups of `group` entries, as the committer does.
     fn append_revisions(db: &sled::Db, tails: &mut Tails, list: &[u8], revs: &[u64], group: usize) {
         for part in revs.chunks(group) {
-            let mut staged = tails.stage(db);
+            let mut staged = tails.stage(db as &dyn Source);
             for &r in part {
                 staged.append_revision(list.to_vec(), r).unwrap();
             }
@@ -358,7 +358,7 @@ mod tests {
         for (from, to) in [(1, CHUNK as u64 + 3), (CHUNK as u64 + 4, versions)] {
             let tails = Tails::default();
             for v in from..=to {
-                let mut staged = tails.stage(&db);
+                let mut staged = tails.stage(&db as &dyn Source);
                 staged
                     .append_version(list.clone(), v, revision_of(v))
                     .unwrap();
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(version_entry(&db, &list, 0).unwrap(), None);
         let all: Vec<u64> = entries(&db, &list).map(|e| e.unwrap()).collect();
         assert_eq!(all, (1..=versions).map(revision_of).collect::<Vec<_>>());
-        let chunks = db.scan_prefix(&list).count();
+        let chunks = sled::Tree::scan_prefix(&db, &list).count();
         assert_eq!(chunks, 4, "full chunks of {CHUNK} and one open tail");
     }
 
@@ -405,7 +405,7 @@ mod tests {
             }
             // A version list forgotten in the middle of a chunk (versions
             // 3 and 4 of round 1 follow 1 and 2 of round 0 from the store).
-            let mut staged = tails.stage(&db);
+            let mut staged = tails.stage(&db as &dyn Source);
             for v in [round * 2 + 1, round * 2 + 2] {
                 staged
                     .append_version(version_list.clone(), v, v * 100)
@@ -435,7 +435,7 @@ mod tests {
         let (_dir, db) = db();
         let list = b"verc/p\0c\0".to_vec();
         let tails = Tails::default();
-        let mut staged = tails.stage(&db);
+        let mut staged = tails.stage(&db as &dyn Source);
         staged.append_version(list.clone(), 1, 5).unwrap();
         assert!(staged.append_version(list.clone(), 3, 6).is_err());
     }
@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(entries(&db, &list).count(), revs.len());
         // Appending a revision below the list's last one is refused.
         let tails = Tails::default();
-        let mut staged = tails.stage(&db);
+        let mut staged = tails.stage(&db as &dyn Source);
         assert!(staged.append_revision(list.clone(), 5).is_err());
     }
 }

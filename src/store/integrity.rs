@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{decode, index, keys, log, Store};
+use super::{decode, index, keys, log, records, Store};
 use crate::domain::{ChangeKind, Clause, Plan, Revision};
 use crate::error::{Error, Result};
 
@@ -46,8 +46,8 @@ pub fn check_latest(store: &Store) -> Result<()> {
             "store is inconsistent ({what}); refusing to serve it. Run `peace-tracker check --data-dir DIR` for a full report"
         )))
     };
-    for item in store.db.scan_prefix(keys::PLAN).values() {
-        let plan: Plan = decode(&item?)?;
+    for item in records::scan_prefix(store, keys::PLAN) {
+        let plan: Plan = decode(&item?.1)?;
         let Some(rev) = log::entry(&store.db, plan.mod_revision)? else {
             return corrupt(format!(
                 "plan {} names missing revision {}",
@@ -61,8 +61,8 @@ pub fn check_latest(store: &Store) -> Result<()> {
             ));
         }
     }
-    for item in store.db.scan_prefix(keys::CLAUSE).values() {
-        let clause: Clause = decode(&item?)?;
+    for item in records::scan_prefix(store, keys::CLAUSE) {
+        let clause: Clause = decode(&item?.1)?;
         let name = format!("{}/{}", clause.plan_id, clause.id);
         let Some(rev) = log::entry(&store.db, clause.mod_revision)? else {
             return corrupt(format!(
@@ -77,7 +77,7 @@ pub fn check_latest(store: &Store) -> Result<()> {
             ));
         }
         if index::version_entry(
-            &store.db,
+            store,
             &keys::version_list(&clause.plan_id, &clause.id),
             clause.version + 1,
         )?
@@ -149,7 +149,7 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                 );
             }
             last_time = Some(rev.commit_time);
-            if !index::contains(&store.db, &keys::plan_rev_list(&rev.plan_id), number)? {
+            if !index::contains(store, &keys::plan_rev_list(&rev.plan_id), number)? {
                 problem(
                     &mut report,
                     format!("revision {number}: missing from the plan index"),
@@ -204,7 +204,7 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                         );
                     }
                     let indexed = index::version_entry(
-                        &store.db,
+                        store,
                         &keys::version_list(&rev.plan_id, &clause_id),
                         clause.version,
                     )?;
@@ -216,7 +216,7 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                     }
                     if let Some(party) = &rev.party_id {
                         if !index::contains(
-                            &store.db,
+                            store,
                             &keys::party_rev_list(&rev.plan_id, party),
                             number,
                         )? {
@@ -233,8 +233,8 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
     }
     // Replaying the log must end at the latest-state records, and nothing else.
     let mut stored_clauses = 0usize;
-    for item in store.db.scan_prefix(keys::CLAUSE).values() {
-        let clause: Clause = decode(&item?)?;
+    for item in records::scan_prefix(store, keys::CLAUSE) {
+        let clause: Clause = decode(&item?.1)?;
         stored_clauses += 1;
         let key = (clause.plan_id.clone(), clause.id.clone());
         if clauses.get(&key) != Some(&clause) {
@@ -257,8 +257,8 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
         );
     }
     let mut stored_plans = 0usize;
-    for item in store.db.scan_prefix(keys::PLAN).values() {
-        let plan: Plan = decode(&item?)?;
+    for item in records::scan_prefix(store, keys::PLAN) {
+        let plan: Plan = decode(&item?.1)?;
         stored_plans += 1;
         if plans.get(&plan.id) != Some(&plan) {
             problem(
@@ -278,6 +278,18 @@ pub fn check_all(store: &Store) -> Result<CheckReport> {
                 plans.len()
             ),
         );
+    }
+    // sled's derived records may lag the log (the rest wait in memory), never lead it.
+    let through = store.db.get(keys::DERIVED_THROUGH)?.map(|v| v.to_vec());
+    match through.as_deref().map(<[u8; 8]>::try_from) {
+        Some(Ok(bytes)) if u64::from_be_bytes(bytes) < expected_rev => {}
+        other => problem(
+            &mut report,
+            format!(
+                "meta/derived-through is {other:?}, not a revision at or below the head {}",
+                expected_rev - 1
+            ),
+        ),
     }
     report.plans = plans.len();
     report.clauses = clauses.len();

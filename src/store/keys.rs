@@ -4,6 +4,9 @@
 
 /// Schema version record.
 pub const SCHEMA: &[u8] = b"meta/schema";
+/// `u64be`: the revision through which sled's latest states and index chunks
+/// reflect the log; later ones are rebuilt on open (see `records`).
+pub const DERIVED_THROUGH: &[u8] = b"meta/derived-through";
 /// Prefix of the revision log's blocks (see `log`).
 pub const LOG: &[u8] = b"log/";
 /// Prefix of the latest state of each plan.

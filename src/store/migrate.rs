@@ -23,6 +23,15 @@
 //! bytes are copied as they are. The same three steps make it crash-safe:
 //! blocks are scratch until the schema record says 3, then the `rev/` keys are
 //! removed, and any an interrupted upgrade left are removed on every open.
+//!
+//! # Schema 3 → 4: derived records written back
+//!
+//! Schema 4 writes the latest states and index chunks behind the log (see
+//! [`super::records`]), and records in `meta/derived-through` the revision
+//! they reflect. A schema-3 store's derived records reflect its whole log, so
+//! the upgrade is one atomic write of that record (the head) and the schema
+//! record. The schema number changes so that an older binary, which would
+//! not rebuild records behind the log, refuses the store.
 
 use tracing::info;
 
@@ -111,6 +120,18 @@ pub fn v2_to_v3(db: &sled::Db) -> Result<()> {
         "store upgraded to schema 3; removing the schema-2 log keys (once)"
     );
     remove_v2_leftovers(db)
+}
+
+/// Upgrades a schema-3 store to schema 4 (see the module doc).
+pub fn v3_to_v4(db: &sled::Db) -> Result<()> {
+    let head = log::head(db)?;
+    let mut batch = sled::Batch::default();
+    batch.insert(keys::DERIVED_THROUGH, &head.to_be_bytes());
+    batch.insert(keys::SCHEMA, &4u32.to_be_bytes());
+    db.apply_batch(batch)?;
+    db.flush()?;
+    info!(head, "store upgraded to schema 4");
+    Ok(())
 }
 
 /// Removes the schema-2 log keys left by an interrupted upgrade (none on a

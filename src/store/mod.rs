@@ -1,5 +1,5 @@
 //! The embedded store: one sled tree, a revision log, latest-state records and
-//! indexes, all written by one [`Committer`] in atomic batches.
+//! indexes, all written by one [`Committer`].
 //!
 //! # Revisions against time
 //!
@@ -22,6 +22,7 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/schema` | `u32be` schema version ([`SCHEMA_VERSION`]) |
+//! | `meta/derived-through` | `u64be`: the revision through which the records below the log in this table (latest states, index chunks) reflect the log |
 //! | `log/{first rev}` | a block of up to 64 consecutive revision records and 64 KiB (one record if larger), each metadata plus the clause (or plan) *after* the change (see the `log` module) |
 //! | `plan/{plan}` | the plan's latest state |
 //! | `clause/{plan}\0{clause}` | the clause's latest state |
@@ -40,11 +41,19 @@
 //!
 //! # Invariants
 //!
-//! - Everything one commit writes (log entries, indexes, latest states,
-//!   idempotency records) goes in ONE `sled::Batch`, so a crash leaves either
-//!   all of it or none of it.
-//! - `clause/…` and `plan/…` always equal the snapshot in the revision named by
-//!   their `mod_revision` (checked on open; fully by [`Store::check`]).
+//! - The log is the truth. A commit writes its log block(s) and idempotency
+//!   records in ONE `sled::Batch`, so a crash leaves all of it or none.
+//! - Latest states and index chunks are *derived* from the log. The committer
+//!   keeps a group's derived records in memory, in front of sled for every
+//!   read, and writes them to sled every 100 ms in one batch with
+//!   `meta/derived-through`; opening the store rebuilds those of later
+//!   revisions from the log (see the `records` module). So sled's derived
+//!   records always reflect exactly the log through `meta/derived-through`.
+//! - [`Store::head`] is the last revision whose derived records are visible:
+//!   a read bounded by it sees every index entry and latest state up to it.
+//! - `clause/…` and `plan/…` (as reads see them) always equal the snapshot in
+//!   the revision named by their `mod_revision` (checked on open; fully by
+//!   [`Store::check`]).
 //! - Every record is far below a quarter of sled's segment size, so sled
 //!   writes it to its fsynced log, never to an unsynced blob file (see
 //!   [`SEGMENT_SIZE`]).
@@ -57,23 +66,29 @@ mod integrity;
 pub mod keys;
 mod log;
 mod migrate;
+mod records;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tracing::warn;
 
-pub use committer::{Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS};
+pub use committer::{
+    Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS, WRITE_BACK_EVERY, WRITE_BACK_RECORDS,
+};
 pub use integrity::CheckReport;
+use records::Source;
 
 use crate::domain::{Clause, Plan, Revision, StateView, Timestamp};
 use crate::error::{Error, Result};
 
-/// Version of the on-disk layout described in the module doc. Schema 1
-/// (one key per index entry) is upgraded on open, see the `migrate` module.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version of the on-disk layout described in the module doc. Older schemas
+/// (1: one key per index entry, 2: one key per revision, 3: derived records
+/// written with every commit) are upgraded on open, see the `migrate` module.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// How long idempotency records are kept at the least: the newer of the last
 /// [`REQUEST_WINDOW_REVISIONS`] revisions and the last [`REQUEST_WINDOW_SECS`].
@@ -109,6 +124,16 @@ pub struct RevisionFilter {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    shared: Arc<Shared>,
+}
+
+/// What every handle on one open store shares.
+#[derive(Default)]
+struct Shared {
+    /// Derived records committed but not yet written to sled (see `records`).
+    unwritten: records::Unwritten,
+    /// The last revision whose derived records are visible: [`Store::head`].
+    head: AtomicU64,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -252,10 +277,15 @@ impl Store {
     /// exclusive lock on its files, which opening waits for up to
     /// `patience`.
     pub fn checkpoint(dir: &Path, patience: Duration) -> Result<()> {
+        open_db(dir, None, patience)?.flush()?;
+        Ok(())
+    }
+
+    fn over(db: sled::Db) -> Store {
         Store {
-            db: open_db(dir, None, patience)?,
+            db,
+            shared: Arc::default(),
         }
-        .flush()
     }
 
     /// Rewrites the store in `dir` into a fresh data dir, leaving out the
@@ -289,9 +319,7 @@ impl Store {
         }
         let bytes_before = dir_size(dir).map_err(|e| io("cannot size the data dir", e))?;
         let old = Store::open(dir, None)?;
-        let fresh = Store {
-            db: open_db(&fresh_dir, None, Duration::ZERO)?,
-        };
+        let fresh = Store::over(open_db(&fresh_dir, None, Duration::ZERO)?);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in old.db.iter() {
@@ -366,7 +394,7 @@ impl Store {
                 SEGMENT_SIZE / (1024 * 1024)
             );
         }
-        let store = Store { db };
+        let store = Store::over(db);
         match store.db.get(keys::SCHEMA)? {
             Some(v) => {
                 let found =
@@ -377,10 +405,17 @@ impl Store {
                     1 => {
                         migrate::v1_to_v2(&store.db)?;
                         migrate::v2_to_v3(&store.db)?;
+                        migrate::v3_to_v4(&store.db)?;
                     }
                     2 => {
                         migrate::remove_v1_leftovers(&store.db)?;
                         migrate::v2_to_v3(&store.db)?;
+                        migrate::v3_to_v4(&store.db)?;
+                    }
+                    3 => {
+                        migrate::remove_v1_leftovers(&store.db)?;
+                        migrate::remove_v2_leftovers(&store.db)?;
+                        migrate::v3_to_v4(&store.db)?;
                     }
                     SCHEMA_VERSION => {
                         migrate::remove_v1_leftovers(&store.db)?;
@@ -400,12 +435,18 @@ impl Store {
                             .into(),
                     ));
                 }
-                store
-                    .db
-                    .insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+                batch.insert(keys::DERIVED_THROUGH, &0u64.to_be_bytes());
+                store.db.apply_batch(batch)?;
                 store.db.flush()?;
             }
         }
+        committer::rebuild_derived(&store)?;
+        store
+            .shared
+            .head
+            .store(log::head(&store.db)?, Ordering::Release);
         Ok(store)
     }
 
@@ -416,15 +457,29 @@ impl Store {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get(key)? {
+        match Source::get(self, key)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// The latest revision (0 for an empty store).
+    /// The latest committed revision whose latest states and indexes are
+    /// visible to reads (0 for an empty store).
     pub fn head(&self) -> Result<u64> {
-        log::head(&self.db)
+        Ok(self.shared.head.load(Ordering::Acquire))
+    }
+
+    /// The committer's: makes a group's derived records visible, then its head.
+    fn publish_derived(&self, records: Vec<(Vec<u8>, sled::IVec)>, head: u64) {
+        self.shared.unwritten.extend(records);
+        self.shared.head.store(head, Ordering::Release);
+    }
+
+    fn overlay(&self) -> records::Overlay<'_> {
+        records::Overlay {
+            db: &self.db,
+            unwritten: &self.shared.unwritten,
+        }
     }
 
     /// The latest state of a plan.
@@ -452,12 +507,11 @@ impl Store {
             None => keys::PLAN.to_vec(),
         };
         let mut out = Vec::new();
-        for item in self.db.range(start..) {
-            let (key, value) = item?;
-            if !key.starts_with(keys::PLAN) || out.len() >= limit {
+        for item in self.scan(&start, &records::prefix_end(keys::PLAN)) {
+            if out.len() >= limit {
                 break;
             }
-            out.push(decode(&value)?);
+            out.push(decode(&item?.1)?);
         }
         Ok(out)
     }
@@ -474,7 +528,7 @@ impl Store {
         clause_id: &str,
         version: u64,
     ) -> Result<Option<u64>> {
-        index::version_entry(&self.db, &keys::version_list(plan_id, clause_id), version)
+        index::version_entry(self, &keys::version_list(plan_id, clause_id), version)
     }
 
     /// A clause at one version (`None` if that version does not exist).
@@ -537,8 +591,8 @@ impl Store {
     /// Every clause of a plan as it stood at `revision`, ordered by clause id.
     pub fn clauses_at(&self, plan_id: &str, revision: u64) -> Result<Vec<Clause>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(keys::clauses_of(plan_id)).values() {
-            let latest: Clause = decode(&item?)?;
+        for item in records::scan_prefix(self, &keys::clauses_of(plan_id)) {
+            let latest: Clause = decode(&item?.1)?;
             if let Some(clause) = self.clause_at_from_latest(latest, revision)? {
                 out.push(clause);
             }
@@ -599,18 +653,17 @@ impl Store {
             // The log is gap-free from 1 to the head.
             (None, _, _) => Ok((from..=to.min(self.head()?)).take(limit).collect()),
             (Some(plan), None, None) => in_range(&mut index::entries_from(
-                &self.db,
+                self,
                 &keys::plan_rev_list(plan),
                 from,
             )?),
-            (Some(plan), Some(clause), None) => in_range(&mut index::entries(
-                &self.db,
-                &keys::version_list(plan, clause),
-            )),
+            (Some(plan), Some(clause), None) => {
+                in_range(&mut index::entries(self, &keys::version_list(plan, clause)))
+            }
             (Some(plan), clause, Some(party)) => {
                 let mut out = Vec::new();
                 let list = keys::party_rev_list(plan, party);
-                for rev in index::entries_from(&self.db, &list, from)? {
+                for rev in index::entries_from(self, &list, from)? {
                     let rev = rev?;
                     if rev > to {
                         break;
@@ -674,11 +727,24 @@ impl StateView for Store {
     }
 
     fn clauses(&self, plan_id: &str) -> Result<Vec<Clause>> {
-        self.db
-            .scan_prefix(keys::clauses_of(plan_id))
-            .values()
-            .map(|v| decode(&v?))
+        records::scan_prefix(self, &keys::clauses_of(plan_id))
+            .map(|item| decode(&item?.1))
             .collect()
+    }
+}
+
+/// Reads see the committer's unwritten derived records in front of sled.
+impl Source for Store {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.overlay().get(key)
+    }
+
+    fn scan<'a>(&'a self, from: &[u8], to: &[u8]) -> records::Records<'a> {
+        self.overlay().scan_in(from, to)
+    }
+
+    fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        self.overlay().last_in(from, to)
     }
 }
 

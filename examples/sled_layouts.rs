@@ -8,11 +8,13 @@
 //! ```sh
 //! cargo run --release --example sled_layouts -- per-entry   # schema 1: one key per index entry
 //! cargo run --release --example sled_layouts -- chunked     # schema 2: 64 entries per key
-//! cargo run --release --example sled_layouts -- blocks      # schema 2, and the group's log entries in one key
+//! cargo run --release --example sled_layouts -- blocks      # schema 3: and the group's log entries in one key
+//! cargo run --release --example sled_layouts -- write-back  # schema 4: and the other keys every 28 groups
 //! ```
 //!
-//! `blocks` is not a layout the store uses: it measures one of the next steps
-//! in docs/BENCHMARKS.md (one log key per group instead of one per revision).
+//! `write-back` writes the latest clause and index chunks only every 28th
+//! group (about 100 ms of groups at the write benchmark's rate), the last
+//! value of each key, as the store's committer does.
 //!
 //! Run it under `/usr/bin/time` to see the CPU time of sled's own threads too.
 
@@ -44,9 +46,9 @@ fn main() {
     let layout = std::env::args().nth(1).unwrap_or_default();
     let chunked = match layout.as_str() {
         "per-entry" => false,
-        "chunked" | "blocks" => true,
+        "chunked" | "blocks" | "write-back" => true,
         _ => {
-            eprintln!("usage: sled_layouts per-entry|chunked|blocks");
+            eprintln!("usage: sled_layouts per-entry|chunked|blocks|write-back");
             std::process::exit(2);
         }
     };
@@ -55,12 +57,17 @@ fn main() {
         .path(dir.path())
         .flush_every_ms(None)
         .mode(sled::Mode::HighThroughput)
+        .segment_size(peace_tracker::store::SEGMENT_SIZE)
         .open()
         .expect("sled opens");
     let snapshot = vec![7u8; 1300];
     let started = Instant::now();
     let mut rev = 1u64;
+    let write_back_every: u64 = if layout == "write-back" { 28 } else { 1 };
+    let mut group_no = 0u64;
+    let mut pending: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
     while rev <= REVISIONS {
+        group_no += 1;
         let mut batch = sled::Batch::default();
         let first = rev;
         let mut block = Vec::new();
@@ -68,19 +75,19 @@ fn main() {
             let clause = format!("p{}", rev % CLAUSES);
             let party = format!("party{}", rev % PARTIES);
             let (c, p) = (clause.as_bytes(), party.as_bytes());
-            if layout == "blocks" {
+            if layout == "blocks" || layout == "write-back" {
                 block.extend_from_slice(&snapshot);
             } else {
                 batch.insert(key(b"rev/", &[&rev.to_be_bytes()]), snapshot.clone());
             }
-            batch.insert(key(b"clause/", &[b"us", c]), snapshot.clone());
+            pending.insert(key(b"clause/", &[b"us", c]), snapshot.clone());
             if chunked {
                 let (n, packed) = chunk(rev / CLAUSES);
-                batch.insert(key(b"verc/", &[b"us", c, &n.to_be_bytes()]), packed);
+                pending.insert(key(b"verc/", &[b"us", c, &n.to_be_bytes()]), packed);
                 let (n, packed) = chunk(rev);
-                batch.insert(key(b"prevc/", &[b"us", &n.to_be_bytes()]), packed);
+                pending.insert(key(b"prevc/", &[b"us", &n.to_be_bytes()]), packed);
                 let (n, packed) = chunk(rev / PARTIES);
-                batch.insert(key(b"ptlc/", &[b"us", p, &n.to_be_bytes()]), packed);
+                pending.insert(key(b"ptlc/", &[b"us", p, &n.to_be_bytes()]), packed);
             } else {
                 let version = rev.to_be_bytes().to_vec();
                 batch.insert(key(b"ver/", &[b"us", c, &rev.to_be_bytes()]), version);
@@ -89,8 +96,13 @@ fn main() {
             }
             rev += 1;
         }
-        if layout == "blocks" {
+        if layout == "blocks" || layout == "write-back" {
             batch.insert(key(b"rev/", &[&first.to_be_bytes()]), block);
+        }
+        if group_no.is_multiple_of(write_back_every) {
+            for (k, v) in std::mem::take(&mut pending) {
+                batch.insert(k, v);
+            }
         }
         db.apply_batch(batch).expect("batch applies");
         db.flush().expect("flush");

@@ -139,6 +139,7 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
         report.plans,
         report.clauses
     );
+    warn_of_legacy_segments(data_dir);
     if report.ok() {
         println!("ok: the log is gap-free and every record equals the replay of its revisions");
         ExitCode::SUCCESS
@@ -149,6 +150,27 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
         println!("{} problem(s) found", report.problems.len());
         ExitCode::FAILURE
     }
+}
+
+/// Tells the operator of a store made with sled's default segment size (not
+/// an inconsistency, so not a `check` failure): see `store::SEGMENT_SIZE`.
+fn warn_of_legacy_segments(data_dir: &std::path::Path) {
+    use peace_tracker::store::{segment_size_of, SEGMENT_SIZE};
+    let Ok(size) = segment_size_of(data_dir) else {
+        return;
+    };
+    if size == SEGMENT_SIZE {
+        return;
+    }
+    let blobs = std::fs::read_dir(data_dir.join("blobs")).map_or(0, |dir| dir.count());
+    println!(
+        "warning: this store uses sled's default {} KiB segments, with which sled writes large \
+         records to blob files it never fsyncs ({blobs} under blobs/ now); stop the server and \
+         run `peace-tracker compact --data-dir {}` to rewrite it with {} MiB segments",
+        size / 1024,
+        data_dir.display(),
+        SEGMENT_SIZE / (1024 * 1024)
+    );
 }
 
 fn serve(cli: Cli) -> ExitCode {

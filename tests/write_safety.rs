@@ -1013,6 +1013,14 @@ async fn a_store_with_sleds_default_segments_opens_and_compact_converts_it() {
     drop(c);
     server.stop().await;
     assert_eq!(segment_size_of(&dir).unwrap(), LEGACY_SEGMENT_SIZE);
+    // check passes (nothing is inconsistent) but tells the operator what to run.
+    let (ok, report) = process::check(&dir).await;
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("warning: this store uses sled's default 512 KiB segments")
+            && report.contains("peace-tracker compact"),
+        "{report}"
+    );
 
     let (ok, out) = process::tool("compact", &dir).await;
     assert!(ok, "{out}");
@@ -1021,6 +1029,8 @@ async fn a_store_with_sleds_default_segments_opens_and_compact_converts_it() {
         LEGACY_SEGMENT_SIZE
     );
     assert_eq!(segment_size_of(&dir).unwrap(), SEGMENT_SIZE);
+    let (ok, report) = process::check(&dir).await;
+    assert!(ok && !report.contains("warning"), "{report}");
     let server = TestServer::start_with(common::reopen_config(&dir)).await;
     let mut c = server.client().await;
     assert_eq!(index_backed_reads(&mut c).await, before);

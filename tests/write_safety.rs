@@ -417,6 +417,68 @@ async fn acknowledged_writes_survive_kill_9() {
     }
 }
 
+/// Reads during write-backs: a record moves from memory to sled while readers
+/// look, and must never be seen older than before, nor missing. (With the
+/// write-back forgetting records before writing them, this fails at once.)
+#[tokio::test]
+async fn reads_never_go_back_while_records_are_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::reopen_config(&dir.path().join("data"));
+    config.write_back = std::time::Duration::from_millis(20);
+    let server = TestServer::start_with(config).await;
+    let mut writer = server.client().await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut c = server.client().await;
+        let done = Arc::clone(&done);
+        readers.push(tokio::spawn(async move {
+            let (mut last_version, mut last_history, mut reads) = (0u64, 0usize, 0u32);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let clause = c.latest_clause(PLAN, "p3").await;
+                assert!(
+                    clause.version >= last_version,
+                    "{} after {last_version}",
+                    clause.version
+                );
+                last_version = clause.version;
+                let history = c
+                    .list_revisions(pb::ListRevisionsRequest {
+                        plan_id: PLAN.into(),
+                        clause_id: "p3".into(),
+                        page_size: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .revisions
+                    .len();
+                assert!(history >= last_history, "{history} after {last_history}");
+                last_history = history;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for i in 0..150 {
+        writer
+            .set_stance(pb::SetStanceRequest {
+                note: format!("step {i}"),
+                ..stance("p3", "russia", pb::Position::Amend)
+            })
+            .await
+            .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    let clause = writer.latest_clause(PLAN, "p3").await;
+    assert_eq!(clause.stances[1].note, "step 149");
+    assert!(server.store.check().unwrap().ok());
+}
+
 /// The head of the log and `meta/derived-through`, read from a stopped store.
 fn log_head_and_derived_through(data: &std::path::Path) -> (u64, u64) {
     use peace_tracker::store::keys;

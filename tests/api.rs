@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bad_request_field, read_mask, stance, ReadExt, TestServer, PLAN};
+use common::{bad_request_field, read_mask, stance, stance_at_limits, ReadExt, TestServer, PLAN};
 use peace_tracker::pb;
 use prost_types::FieldMask;
 use tonic::{Code, Request};
@@ -651,14 +651,8 @@ async fn every_error_code_and_rejected_writes_leave_no_trace() {
 async fn a_clause_over_its_text_limit_is_refused_and_changes_nothing() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
-    // Each field within its own limit (4,000 characters), in 4-byte characters:
-    // 16,000 bytes per note and quote, about 34 KB per stance.
-    let full = |party: &str| pb::SetStanceRequest {
-        note: "\u{1D11E}".repeat(4000),
-        quote: "\u{1D11E}".repeat(4000),
-        source_url: format!("https://example.org/{}", "a".repeat(2000)),
-        ..stance("p2", party, pb::Position::Oppose)
-    };
+    // Each field within its own limit, about 34 KB per stance.
+    let full = |party: &str| stance_at_limits("p2", party);
     for party in ["ukraine", "russia", "united-states"] {
         c.set_stance(full(party)).await.unwrap();
     }

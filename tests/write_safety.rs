@@ -303,14 +303,9 @@ async fn large_stances_stay_in_sleds_fsynced_log_never_in_blob_files() {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
             for clause in 1..=28 {
-                c.set_stance(pb::SetStanceRequest {
-                    note: "\u{1D11E}".repeat(4000),
-                    quote: "\u{1D11E}".repeat(4000),
-                    source_url: format!("https://example.org/{}", "a".repeat(2000)),
-                    ..stance(&format!("p{clause}"), party, pb::Position::Amend)
-                })
-                .await
-                .unwrap();
+                c.set_stance(common::stance_at_limits(&format!("p{clause}"), party))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -854,30 +849,37 @@ async fn a_schema_3_store_is_upgraded_on_open_and_answers_the_same() {
     upgraded_on_open_answers_the_same(3).await;
 }
 
+/// Commits `stances` in one Apply.
+async fn apply_stances(
+    c: &mut ClauseTrackerClient<Channel>,
+    stances: impl IntoIterator<Item = pb::SetStanceRequest>,
+) {
+    c.apply(pb::ApplyRequest {
+        plan_id: PLAN.into(),
+        changes: stances
+            .into_iter()
+            .map(|s| change(pb::change::Change::SetStance(s)))
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// 200 stance changes in Apply batches of 50: p2 gets enough versions to fill
 /// several index chunks and log blocks, and russia's timeline too.
 async fn write_history(c: &mut ClauseTrackerClient<Channel>) {
     let positions = [pb::Position::Oppose, pb::Position::Amend];
     for round in 0..4 {
-        let changes = (0..50)
-            .map(|i| pb::Change {
-                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
-                    note: format!("round {round} step {i}"),
-                    ..stance(
-                        if i % 5 == 0 { "p9" } else { "p2" },
-                        if i % 2 == 0 { "russia" } else { "europe" },
-                        positions[i % 2],
-                    )
-                })),
-            })
-            .collect();
-        c.apply(pb::ApplyRequest {
-            plan_id: PLAN.into(),
-            changes,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let stances = (0..50).map(|i| pb::SetStanceRequest {
+            note: format!("round {round} step {i}"),
+            ..stance(
+                if i % 5 == 0 { "p9" } else { "p2" },
+                if i % 2 == 0 { "russia" } else { "europe" },
+                positions[i % 2],
+            )
+        });
+        apply_stances(c, stances).await;
     }
 }
 
@@ -983,6 +985,17 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Starts a server on `dir` and checks that it answers `before` (see
+/// [`index_backed_reads`]) and passes the full check.
+async fn reopened_answers_the_same(dir: &std::path::Path, before: &[String]) {
+    let server = TestServer::start_with(common::reopen_config(dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(index_backed_reads(&mut c).await, before);
+    assert!(server.store.check().unwrap().ok());
+    drop(c);
+    server.stop().await;
+}
+
 /// The dir `peace-tracker compact` keeps the old store in.
 fn kept_by_compact(dir: &std::path::Path) -> std::path::PathBuf {
     dir.with_file_name(format!(
@@ -995,27 +1008,11 @@ fn kept_by_compact(dir: &std::path::Path) -> std::path::PathBuf {
 async fn write_bulk(c: &mut ClauseTrackerClient<Channel>) {
     let parties = ["ukraine", "russia", "united-states"];
     for round in 0..16 {
-        let changes = (0..25)
-            .map(|i| pb::Change {
-                change: Some(pb::change::Change::SetStance(pb::SetStanceRequest {
-                    note: format!("{round}/{i} {}", "\u{1D11E}".repeat(3990)),
-                    quote: "\u{1D11E}".repeat(4000),
-                    source_url: format!("https://example.org/{}", "a".repeat(2000)),
-                    ..stance(
-                        &format!("p{}", 3 + i % 3),
-                        parties[i % 3],
-                        pb::Position::Amend,
-                    )
-                })),
-            })
-            .collect();
-        c.apply(pb::ApplyRequest {
-            plan_id: PLAN.into(),
-            changes,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let stances = (0..25).map(|i| pb::SetStanceRequest {
+            note: format!("{round}/{i} {}", "\u{1D11E}".repeat(3990)),
+            ..common::stance_at_limits(&format!("p{}", 3 + i % 3), parties[i % 3])
+        });
+        apply_stances(c, stances).await;
     }
 }
 
@@ -1044,12 +1041,7 @@ async fn compact_rewrites_an_upgraded_store_smaller_and_it_answers_the_same() {
     assert!(ok, "the old dir is kept, whole: {report}");
     let compacted = dir_size(&dir);
     assert!(compacted < upgraded, "{compacted} >= {upgraded}");
-    let server = TestServer::start_with(common::reopen_config(&dir)).await;
-    let mut c = server.client().await;
-    assert_eq!(index_backed_reads(&mut c).await, before);
-    assert!(server.store.check().unwrap().ok());
-    drop(c);
-    server.stop().await;
+    reopened_answers_the_same(&dir, &before).await;
 
     // A second compaction will not overwrite the kept dir, and changes nothing.
     let (ok, out) = process::tool("compact", &dir).await;
@@ -1093,12 +1085,7 @@ async fn a_store_with_sleds_default_segments_opens_and_compact_converts_it() {
     assert_eq!(segment_size_of(&dir).unwrap(), SEGMENT_SIZE);
     let (ok, report) = process::check(&dir).await;
     assert!(ok && !report.contains("warning"), "{report}");
-    let server = TestServer::start_with(common::reopen_config(&dir)).await;
-    let mut c = server.client().await;
-    assert_eq!(index_backed_reads(&mut c).await, before);
-    assert!(server.store.check().unwrap().ok());
-    drop(c);
-    server.stop().await;
+    reopened_answers_the_same(&dir, &before).await;
 }
 
 #[tokio::test]

@@ -137,6 +137,17 @@ pub fn stance(clause: &str, party: &str, position: pb::Position) -> pb::SetStanc
     }
 }
 
+/// A stance whose note and quote are at the 4,000-character limit in 4-byte
+/// characters (16,000 bytes each), with a ~2 KB source URL: about 34 KB.
+pub fn stance_at_limits(clause: &str, party: &str) -> pb::SetStanceRequest {
+    pb::SetStanceRequest {
+        note: "\u{1D11E}".repeat(4000),
+        quote: "\u{1D11E}".repeat(4000),
+        source_url: format!("https://example.org/{}", "a".repeat(2000)),
+        ..stance(clause, party, pb::Position::Amend)
+    }
+}
+
 pub fn bad_request_field(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     let details = status.get_error_details();

@@ -261,6 +261,14 @@ fn open_db(dir: &Path, flush_every_ms: Option<u64>, patience: Duration) -> Resul
     }
 }
 
+/// The store's sled database itself, opened with the store's settings (and
+/// waiting for its lock as [`Store::open`] does), without upgrades, rebuilds or
+/// checks: for inspection and for tests that plant damage or old layouts.
+/// Writing to it bypasses every invariant of the store.
+pub fn open_raw(dir: &Path) -> Result<sled::Db> {
+    open_db(dir, None, LOCK_PATIENCE)
+}
+
 impl Store {
     /// Writes sled's snapshot of its page table, so that the next start need
     /// not replay the log written since the last one: the store's shutdown

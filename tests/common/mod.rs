@@ -99,28 +99,9 @@ impl Drop for TestServer {
     }
 }
 
-/// The store's sled database opened directly (the server must be stopped), with
-/// the segment size sled recorded for it.
-/// Like the server, it polls for up to 5 s while sled's background threads of
-/// the stopped server still hold the dir's lock (sled signals no release).
+/// The store's sled database opened directly (the server must be stopped).
 pub fn raw_sled(dir: &Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::Config::new()
-            .path(dir)
-            .segment_size(peace_tracker::store::segment_size_of(dir).unwrap())
-            .open()
-        {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && started.elapsed() < std::time::Duration::from_secs(5) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("cannot open {}: {e}", dir.display()),
-        }
-    }
+    peace_tracker::store::open_raw(dir).unwrap()
 }
 
 pub fn reopen_config(dir: &Path) -> Config {

@@ -67,8 +67,9 @@ pub enum Durability {
 pub const RELAXED_FLUSH_MS: u64 = 500;
 
 /// How often the committer writes the derived records waiting in memory to
-/// sled, by default (`--write-back-ms`). A crash loses none of them (they are rebuilt from the log on open);
-/// the period bounds that rebuild and the records held in memory.
+/// sled, by default (`--write-back-ms`). A crash loses none of them (they are
+/// rebuilt from the log on open); the period bounds that rebuild and the
+/// records held in memory.
 pub const WRITE_BACK_EVERY: Duration = Duration::from_millis(100);
 /// Waiting derived records that trigger a write-back before the period ends.
 pub const WRITE_BACK_RECORDS: usize = 4096;
@@ -530,6 +531,12 @@ impl Worker {
     fn write_back(&mut self) {
         let unwritten = &self.store.shared.unwritten;
         let records = unwritten.snapshot();
+        if records.is_empty() {
+            // Every revision adds to an index, so nothing waiting means
+            // `meta/derived-through` is already the head.
+            self.last_write_back = Instant::now();
+            return;
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in records {
             batch.insert(key, value);

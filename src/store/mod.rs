@@ -193,9 +193,10 @@ pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 /// normal use (a log block of 64 revisions, or a leaf holding several, is over
 /// 128 KiB). With 16 MiB segments the threshold is 4 MiB, and nothing we store
 /// comes near it: a sled leaf holds at most 17 records, and our largest records
-/// are bounded (a log block by 64 KiB (`log::BLOCK_BYTES`) unless it holds a single
-/// revision, and a clause's text by [`crate::domain::limits::MAX_CLAUSE_TEXT`]),
-/// so every message sled writes goes to its fsynced log.
+/// are bounded. A log block holds at most 64 KiB (`log::BLOCK_BYTES`) unless it
+/// is a single revision, and a clause at most
+/// [`crate::domain::limits::MAX_CLAUSE_TEXT`] of text. So every message sled
+/// writes goes to its fsynced log.
 /// `tests/write_safety.rs` checks that `blobs/` stays empty under large writes.
 ///
 /// sled cannot change a store's segment size; stores created with the default
@@ -289,7 +290,7 @@ impl Store {
         Ok(())
     }
 
-    fn over(db: sled::Db) -> Store {
+    fn from_db(db: sled::Db) -> Store {
         Store {
             db,
             shared: Arc::default(),
@@ -327,7 +328,7 @@ impl Store {
         }
         let bytes_before = dir_size(dir).map_err(|e| io("cannot size the data dir", e))?;
         let old = Store::open(dir, None)?;
-        let fresh = Store::over(open_db(&fresh_dir, None, Duration::ZERO)?);
+        let fresh = Store::from_db(open_db(&fresh_dir, None, Duration::ZERO)?);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in old.db.iter() {
@@ -402,7 +403,7 @@ impl Store {
                 SEGMENT_SIZE / (1024 * 1024)
             );
         }
-        let store = Store::over(db);
+        let store = Store::from_db(db);
         match store.db.get(keys::SCHEMA)? {
             Some(v) => {
                 let found =

@@ -623,8 +623,8 @@ const REBUILD_BATCH: usize = 4096;
 /// when the store last stopped (only after a crash, a clean stop writes them).
 /// Each batch of revisions is written with its new `meta/derived-through`, so
 /// an interrupted rebuild continues where it stopped. Runs at open, before
-/// anything reads the store.
-pub(super) fn rebuild_derived(store: &Store) -> Result<()> {
+/// anything reads the store. Returns the log's head.
+pub(super) fn rebuild_derived(store: &Store) -> Result<u64> {
     let db = &store.db;
     let through = match db.get(keys::DERIVED_THROUGH)? {
         Some(v) => u64::from_be_bytes(
@@ -640,7 +640,7 @@ pub(super) fn rebuild_derived(store: &Store) -> Result<()> {
     };
     let head = log::head(db)?;
     if through >= head {
-        return Ok(());
+        return Ok(head);
     }
     info!(
         from = through + 1,
@@ -670,7 +670,7 @@ pub(super) fn rebuild_derived(store: &Store) -> Result<()> {
         next = last + 1;
     }
     db.flush()?;
-    Ok(())
+    Ok(head)
 }
 
 #[cfg(test)]

@@ -76,9 +76,7 @@ use std::time::{Duration, Instant};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tracing::warn;
 
-pub use committer::{
-    Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS, WRITE_BACK_EVERY, WRITE_BACK_RECORDS,
-};
+pub use committer::{Committer, CommitterHandle, Durability, RELAXED_FLUSH_MS, WRITE_BACK_EVERY};
 pub use integrity::CheckReport;
 use records::Source;
 
@@ -235,7 +233,16 @@ pub fn segment_size_of(dir: &Path) -> Result<usize> {
 /// Opens the sled database in `dir` with the store's settings, waiting up to
 /// `patience` while its lock is held.
 fn open_db(dir: &Path, flush_every_ms: Option<u64>, patience: Duration) -> Result<sled::Db> {
-    let segment_size = segment_size_of(dir)?;
+    open_db_with(dir, segment_size_of(dir)?, flush_every_ms, patience)
+}
+
+/// [`open_db`] with the segment size already read from `dir`.
+fn open_db_with(
+    dir: &Path,
+    segment_size: usize,
+    flush_every_ms: Option<u64>,
+    patience: Duration,
+) -> Result<sled::Db> {
     let started = Instant::now();
     loop {
         let opened = sled::Config::new()
@@ -390,8 +397,8 @@ impl Store {
 
     /// Opens without the consistency check, for `peace-tracker check` to report on.
     pub fn open_unchecked(dir: &Path, flush_every_ms: Option<u64>) -> Result<Store> {
-        let db = open_db(dir, flush_every_ms, LOCK_PATIENCE)?;
         let segment_size = segment_size_of(dir)?;
+        let db = open_db_with(dir, segment_size, flush_every_ms, LOCK_PATIENCE)?;
         if segment_size != SEGMENT_SIZE {
             warn!(
                 segment_size,
@@ -451,11 +458,8 @@ impl Store {
                 store.db.flush()?;
             }
         }
-        committer::rebuild_derived(&store)?;
-        store
-            .shared
-            .head
-            .store(log::head(&store.db)?, Ordering::Release);
+        let head = committer::rebuild_derived(&store)?;
+        store.shared.head.store(head, Ordering::Release);
         Ok(store)
     }
 

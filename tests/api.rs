@@ -172,6 +172,29 @@ async fn create_plan_party_clause_and_amend_with_a_field_mask() {
     assert_eq!(clause.stances.len(), 2);
     assert_eq!(clause.stances[1].party_id, "b");
     assert_eq!(clause.stances[1].position, pb::Position::Unknown as i32);
+    // Later writes are validated against the plan as it now stands.
+    let rev = c
+        .set_stance(pb::SetStanceRequest {
+            plan_id: "draft".into(),
+            ..stance("c1", "b", pb::Position::Support)
+        })
+        .await
+        .expect("a stance of the party just added is accepted")
+        .into_inner();
+    assert_eq!(rev.clause_version, 2);
+    let again = c
+        .add_party(pb::AddPartyRequest {
+            plan_id: "draft".into(),
+            party: Some(pb::Party {
+                party_id: "b".into(),
+                name: "B again".into(),
+                required: false,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the party exists");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
     // Amend only what the mask names.
     let rev = c
         .amend_clause(pb::AmendClauseRequest {
@@ -182,7 +205,7 @@ async fn create_plan_party_clause_and_amend_with_a_field_mask() {
             update_mask: Some(FieldMask {
                 paths: vec!["text".into()],
             }),
-            expected_version: 1,
+            expected_version: 2,
             ..Default::default()
         })
         .await
@@ -191,7 +214,7 @@ async fn create_plan_party_clause_and_amend_with_a_field_mask() {
     let after = rev.clause.unwrap();
     assert_eq!(after.text, "The first point, amended.");
     assert_eq!(after.title, "First");
-    assert_eq!(after.version, 2);
+    assert_eq!(after.version, 3);
     // ListPlans pages.
     for id in ["draft-b", "draft-c"] {
         c.create_plan(pb::CreatePlanRequest {

@@ -125,6 +125,7 @@ impl Committer {
             failed: None,
             write_back_every,
             last_write_back: Instant::now(),
+            plans: PlanCache::default(),
         };
         let thread = thread::Builder::new()
             .name("committer".into())
@@ -235,6 +236,7 @@ impl Changes {
 struct Layered<'a> {
     job: &'a Changes,
     group: &'a Changes,
+    plans: &'a PlanCache,
     store: &'a Store,
 }
 
@@ -247,7 +249,7 @@ impl StateView for Layered<'_> {
             .or_else(|| self.group.plans.get(plan_id))
         {
             Some(plan) => Ok(Some(plan.clone())),
-            None => self.store.plan(plan_id),
+            None => self.plans.get_or_read(plan_id, self.store),
         }
     }
 
@@ -304,6 +306,56 @@ struct Worker {
     write_back_every: Duration,
     /// When derived records were last written to sled.
     last_write_back: Instant,
+    /// The latest committed state of the plans writes were validated against.
+    plans: PlanCache,
+}
+
+/// The committer's copy of the latest committed plans, so that validating a
+/// write does not read and decode its plan from the store every time (most
+/// writes are stances and clauses, which read their plan and leave it as is).
+///
+/// Coherent because the committer is the store's only writer: a plan enters
+/// the cache as read from the store, and is replaced by the committer itself
+/// right after a group that changed it is committed ([`PlanCache::committed`]),
+/// never before. A group that fails to commit leaves the cache as it was (and
+/// the committer refuses writes from then on). Plans are small (an id, texts
+/// and a party list), and the cache is emptied when it reaches
+/// [`PLAN_CACHE_LIMIT`] plans, so a store with many plans costs it a bounded
+/// amount of memory.
+#[derive(Default)]
+struct PlanCache {
+    plans: std::cell::RefCell<HashMap<String, Plan>>,
+}
+
+/// Most plans [`PlanCache`] keeps.
+const PLAN_CACHE_LIMIT: usize = 256;
+
+impl PlanCache {
+    fn get_or_read(&self, plan_id: &str, store: &Store) -> Result<Option<Plan>> {
+        if let Some(plan) = self.plans.borrow().get(plan_id) {
+            return Ok(Some(plan.clone()));
+        }
+        let read = store.plan(plan_id)?;
+        if let Some(plan) = &read {
+            self.keep(plan.clone());
+        }
+        Ok(read)
+    }
+
+    /// Takes the plans of a committed group.
+    fn committed(&self, group: &Changes) {
+        for plan in group.plans.values() {
+            self.keep(plan.clone());
+        }
+    }
+
+    fn keep(&self, plan: Plan) {
+        let mut plans = self.plans.borrow_mut();
+        if plans.len() >= PLAN_CACHE_LIMIT && !plans.contains_key(&plan.id) {
+            plans.clear();
+        }
+        plans.insert(plan.id.clone(), plan);
+    }
 }
 
 impl Worker {
@@ -361,6 +413,7 @@ impl Worker {
             match self.write_group(&staged, &group, &requests, commit_time) {
                 Ok((appended, derived)) => {
                     self.tails.absorb(appended);
+                    self.plans.committed(&group);
                     self.head += committed as u64;
                     self.last_time = commit_time;
                     self.store.publish_derived(derived, self.head);
@@ -429,6 +482,7 @@ impl Worker {
             let view = Layered {
                 job: &own,
                 group,
+                plans: &self.plans,
                 store: &self.store,
             };
             let next = first + revisions.len() as u64;

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::info;
 
@@ -162,14 +161,12 @@ impl Server {
     ) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         self.check_exposure(addr)?;
-        let cancel = CancellationToken::new();
         let tracker = Tracker::new(
             self.store.clone(),
             self.handle.clone(),
             self.hub.clone(),
             Arc::clone(&self.auth),
             WatchLimits::new(self.config.max_watchers),
-            cancel.clone(),
         );
         let service = pb::clause_tracker_server::ClauseTrackerServer::new(tracker)
             .max_decoding_message_size(limits::MAX_DECODED_BYTES)
@@ -228,7 +225,7 @@ impl Server {
                     CoalescingStream::new
                 })
             });
-        let cancel_on_shutdown = cancel.clone();
+        let hub = self.hub.clone();
         let result = builder
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -240,10 +237,11 @@ impl Server {
                 health
                     .set_not_serving::<pb::clause_tracker_server::ClauseTrackerServer<Tracker>>()
                     .await;
-                cancel_on_shutdown.cancel();
+                // Every watch stream ends with UNAVAILABLE naming where to resume.
+                hub.close();
             })
             .await;
-        cancel.cancel();
+        self.hub.close();
         // The committer ends once every handle is gone: finish its queue, flush.
         let Server {
             committer, handle, ..

@@ -25,7 +25,6 @@ pub struct Tracker {
     hub: Hub,
     auth: Arc<Auth>,
     watch_limits: WatchLimits,
-    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Tracker {
@@ -36,7 +35,6 @@ impl Tracker {
         hub: Hub,
         auth: Arc<Auth>,
         watch_limits: WatchLimits,
-        shutdown: tokio_util::sync::CancellationToken,
     ) -> Tracker {
         Tracker {
             store,
@@ -44,7 +42,6 @@ impl Tracker {
             hub,
             auth,
             watch_limits,
-            shutdown,
         }
     }
 
@@ -593,7 +590,6 @@ impl pb::clause_tracker_server::ClauseTracker for Tracker {
             spec,
             self.store.clone(),
             self.hub.clone(),
-            self.shutdown.clone(),
             &self.watch_limits,
         )?;
         Ok(Response::new(Box::pin(stream)))

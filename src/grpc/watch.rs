@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::debug;
 
@@ -26,7 +25,7 @@ use super::convert;
 use super::mask::RevisionMask;
 use crate::domain::{limits, ChangeKind, Plan, Revision};
 use crate::error::{Error, Result};
-use crate::hub::{Hub, Lagged, Published};
+use crate::hub::{Hub, Lagged, Published, Wake};
 use crate::pb;
 use crate::store::Store;
 
@@ -223,7 +222,6 @@ pub fn start(
     spec: WatchSpec,
     store: Store,
     hub: Hub,
-    shutdown: CancellationToken,
     limits: &WatchLimits,
 ) -> Result<impl futures_core::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static> {
     let head = hub.head();
@@ -277,7 +275,7 @@ pub fn start(
                 // a departed client through, and share the worker thread. A
                 // live watcher reads one chunk per wake-up and skips both.
                 if chunks > 0 {
-                    if shutdown.is_cancelled() {
+                    if hub.is_closing() {
                         yield Err(shutdown_status(cursor - 1));
                         return;
                     }
@@ -310,14 +308,13 @@ pub fn start(
             }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    yield Err(shutdown_status(cursor - 1));
-                    return;
-                }
-                changed = subscription.changed() => {
-                    let Some(head) = changed else { return; };
-                    target = head;
-                }
+                wake = subscription.changed() => match wake {
+                    Wake::Head(head) => target = head,
+                    Wake::Closing => {
+                        yield Err(shutdown_status(cursor - 1));
+                        return;
+                    }
+                },
                 _ = &mut heartbeat => {
                     let due = last_sent + interval;
                     if Instant::now() >= due {

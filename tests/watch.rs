@@ -450,3 +450,59 @@ async fn a_bad_read_mask_on_watch_is_refused_before_any_event() {
     assert_eq!(bad_request_field(&err), "read_mask.paths[1]");
     assert!(err.message().contains("top-level"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_watcher_catching_up_stops_at_shutdown_without_finishing_its_replay() {
+    use peace_tracker::grpc::watch::{self as feeder, WatchLimits, WatchSpec};
+    use tokio_stream::StreamExt;
+
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    // More history than two catch-up chunks (256 revisions each).
+    let positions = [pb::Position::Support, pb::Position::Oppose];
+    c.apply(pb::ApplyRequest {
+        plan_id: PLAN.into(),
+        changes: (0..600)
+            .map(|i| pb::Change {
+                change: Some(pb::change::Change::SetStance(stance(
+                    "p1",
+                    "ukraine",
+                    positions[i % 2],
+                ))),
+            })
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.store.head().unwrap() > 512);
+    // A replay of the whole log that matches nothing, so it sends nothing
+    // until it has caught up, started after the server began to shut down.
+    let limits = WatchLimits::new(10);
+    let spec = WatchSpec::from_request(
+        &pb::WatchRequest {
+            plan_id: PLAN.into(),
+            party_ids: vec!["nobody".into()],
+            start_revision: 1,
+            ..Default::default()
+        },
+        &limits,
+    )
+    .unwrap();
+    server.hub.close();
+    let stream = feeder::start(spec, server.store.clone(), server.hub.clone(), &limits).unwrap();
+    tokio::pin!(stream);
+    let status = stream
+        .next()
+        .await
+        .expect("the stream says why it ends")
+        .expect_err("it ends before its caught-up progress");
+    assert_eq!(status.code(), Code::Unavailable);
+    // It stopped after its first chunk, not at the end of the log.
+    assert!(
+        status.message().contains("last revision sent: 256;"),
+        "{}",
+        status.message()
+    );
+    assert!(stream.next().await.is_none());
+}
